@@ -1,0 +1,50 @@
+"""The lineage a served model carries: written as Bento model labels by the import script,
+read back by the service. One definition, so the two sides cannot drift apart."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+REQUIRED_LABELS = ("run_id", "threshold", "threshold_source", "experiment")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    run_id: str
+    threshold: float
+    threshold_source: str
+    experiment: str
+    stage: str = ""
+    registered_model: str = ""
+    model_version: str = ""
+    model_alias: str = ""
+
+    def to_labels(self) -> dict[str, str]:
+        labels = {key: str(value) for key, value in asdict(self).items()}
+        labels["threshold"] = repr(self.threshold)
+        return labels
+
+    @classmethod
+    def from_labels(cls, labels: dict[str, str]) -> Provenance:
+        """Rebuild from Bento model labels; a missing or bad label is a ValueError."""
+        missing = [key for key in REQUIRED_LABELS if not labels.get(key)]
+        if missing:
+            raise ValueError(f"model labels lack {', '.join(missing)}; re-import the model")
+        threshold = float(labels["threshold"])
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"label threshold={threshold} is outside (0, 1)")
+        fields = cls.__dataclass_fields__
+        values = {key: labels.get(key, "") for key in fields if key != "threshold"}
+        return cls(threshold=threshold, **values)
+
+
+def redact_uri(uri: str) -> str:
+    """Drop user:password from a URI, keeping the rest readable for a reviewer."""
+    parts = urlsplit(uri)
+    if parts.password is None and parts.username is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))

@@ -1,0 +1,63 @@
+"""Shared fixtures: a real MLflow server, a messy team store on it, a temporary Bento home.
+
+BENTOML_HOME must be set before bentoml is first imported, so it is set here at collection.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="bentoml-home-test-"))
+os.environ["BENTOML_HOME"] = str(_SESSION_HOME)
+os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+os.environ["DO_NOT_TRACK"] = "true"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+from tests.servers import free_port, running  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def bentoml_home() -> Path:
+    return _SESSION_HOME
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real `mlflow server` on loopback: sqlite backend, artifacts served by the server."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with running(command, f"{url}/health", root / "server.log", timeout_s=120):
+        yield url, root / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def messy_store(mlflow_server):
+    from tests.messy_store import build_messy_store
+
+    url, artifact_root = mlflow_server
+    return build_messy_store(url, artifact_root)
