@@ -1,0 +1,28 @@
+"""Our Prometheus metrics, next to BentoML's own on /metrics: an approval-rate shift or a
+drifting score distribution shows up without reading logs."""
+
+from __future__ import annotations
+
+import bentoml
+import numpy as np
+
+PREDICTIONS = bentoml.metrics.Counter(
+    name="credit_predictions_total",
+    documentation="Scored applications by decision",
+    labelnames=["decision"],
+)
+PROBABILITY = bentoml.metrics.Histogram(
+    name="credit_default_probability",
+    documentation="Predicted probability of default",
+    buckets=tuple(round(x, 2) for x in np.arange(0.05, 1.0001, 0.05)),
+)
+
+
+def record(probabilities: np.ndarray, rejected: np.ndarray) -> None:
+    n_rejected = int(rejected.sum())
+    if n_rejected:
+        PREDICTIONS.labels(decision="reject").inc(n_rejected)
+    if len(rejected) - n_rejected:
+        PREDICTIONS.labels(decision="approve").inc(len(rejected) - n_rejected)
+    for probability in probabilities:
+        PROBABILITY.observe(float(probability))

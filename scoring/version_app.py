@@ -1,0 +1,22 @@
+"""GET /version: a small ASGI app mounted beside the service, since BentoML's @bentoml.api
+routes are POST only. The service fills VERSION once its model is loaded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+VERSION: dict[str, Any] = {}
+
+
+async def _version(_: Request) -> JSONResponse:
+    if not VERSION:
+        return JSONResponse({"error": "model not loaded yet"}, status_code=503)
+    return JSONResponse(VERSION)
+
+
+version_app = Starlette(routes=[Route("/version", _version, methods=["GET"])])

@@ -1,0 +1,275 @@
+"""BentoML service for the production credit-scoring model imported by import_model.py.
+
+POST /predict          applications as feature records, adaptive batching
+POST /predict_compact  the same, as {"columns": [...], "data": [[...], ...]}
+POST /predict_file     a CSV or Parquet file of applications, returned scored
+POST /explain          per-feature TreeSHAP contributions, top-k by magnitude
+GET  /version          which run, threshold and build is serving
+GET  /livez /readyz /metrics   BentoML's probes and Prometheus metrics
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Annotated, Literal
+
+import bentoml
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from pydantic import AfterValidator, BaseModel, Field
+
+from scoring.bento_store import BOOSTER_FILE
+from scoring.errors_http import install_error_handling
+from scoring.features import (
+    CompactTable,
+    FeatureSpec,
+    RequestError,
+    application_model,
+    check_integer_columns,
+    compact_to_matrix,
+    model_order,
+    records_to_matrix,
+    row_limit,
+)
+from scoring.observability import record
+from scoring.settings import Settings
+from scoring.version_app import VERSION, version_app
+
+log = logging.getLogger("bentoml.credit_scoring")
+
+SETTINGS = Settings.from_env()
+# The schema comes from the model's own signature, read from the store's model.yaml (cheap).
+_MODEL_INFO = bentoml.models.get(SETTINGS.model_tag).info
+SPEC = FeatureSpec.from_metadata(_MODEL_INFO.metadata["features"])
+EXAMPLE = json.loads(_MODEL_INFO.metadata.get("input_example_json", "{}"))
+Application = application_model(SPEC, EXAMPLE)
+
+Applications = Annotated[
+    list[Application],
+    row_limit(SETTINGS.max_rows_per_request),
+    AfterValidator(records_to_matrix),
+    Field(description="loan applications, one record of feature name → value each"),
+]
+
+
+def _compact_matrix(table: CompactTable) -> np.ndarray:
+    return compact_to_matrix(table, SPEC, SETTINGS.max_rows_per_request)
+
+
+CompactApplications = Annotated[
+    CompactTable,
+    AfterValidator(_compact_matrix),
+    Field(examples=[{"columns": list(EXAMPLE), "data": [list(EXAMPLE.values())]}]),
+]
+
+
+class Prediction(BaseModel):
+    probability_of_default: float = Field(..., ge=0, le=1)
+    decision: Literal["approve", "reject"]
+    threshold: float
+    model: str = Field(..., description="Bento model tag that scored this application")
+
+
+class Contribution(BaseModel):
+    feature: str
+    value: float | None = Field(..., description="the feature's input value (null = missing)")
+    contribution: float = Field(..., description="log-odds contribution (TreeSHAP)")
+
+
+class Explanation(BaseModel):
+    probability_of_default: float
+    raw_score: float = Field(..., description="log-odds: base_value + all contributions")
+    base_value: float
+    top_contributions: list[Contribution]
+
+
+@bentoml.asgi_app(version_app, path="/")
+@bentoml.service(
+    name="credit_scoring",
+    workers=SETTINGS.workers,
+    traffic={"timeout": 30},
+    logging={"access": {"enabled": True}},
+)
+class CreditScoring:
+    bento_model = bentoml.models.BentoModel(SETTINGS.model_tag)
+
+    def __init__(self) -> None:
+        from scoring.provenance import Provenance
+
+        model = self.bento_model
+        self.model_tag = str(model.tag)
+        self.provenance = Provenance.from_labels(model.info.labels)
+        if SETTINGS.threshold is not None:
+            self.threshold, self.threshold_origin = SETTINGS.threshold, "override SCORING_THRESHOLD"
+        else:
+            self.threshold, self.threshold_origin = self.provenance.threshold, "model label"
+        threads = SETTINGS.booster_threads()
+        self.booster = lgb.Booster(model_file=model.path_of(BOOSTER_FILE))
+        # Per call: a Booster loaded from file ignores constructor params.
+        self.predict_params = {"num_threads": threads}
+        if tuple(self.booster.feature_name()) != SPEC.names:
+            raise RuntimeError(f"{self.model_tag}: booster features differ from its signature")
+        self.ready = self._self_test()
+        VERSION.update(self._version(threads))
+        log.info(
+            "serving %s run_id=%s threshold=%s (%s, source %s) lightgbm_threads=%d",
+            self.model_tag,
+            self.provenance.run_id,
+            self.threshold,
+            self.threshold_origin,
+            self.provenance.threshold_source,
+            threads,
+        )
+
+    def _self_test(self) -> bool:
+        row = Application.model_validate(EXAMPLE)
+        probability = self.booster.predict(records_to_matrix([row]))
+        return bool(np.all((probability >= 0) & (probability <= 1)))
+
+    def _version(self, threads: int) -> dict:
+        from scoring.build_info import build_info
+
+        metadata = self.bento_model.info.metadata
+        return {
+            "service": build_info(),
+            "bento": _bento_tag(),
+            "model_tag": self.model_tag,
+            "run_id": self.provenance.run_id,
+            "registered_model": self.provenance.registered_model,
+            "model_version": self.provenance.model_version,
+            "model_alias": self.provenance.model_alias,
+            "experiment": self.provenance.experiment,
+            "stage": self.provenance.stage,
+            "threshold": self.threshold,
+            "threshold_origin": self.threshold_origin,
+            "threshold_source_in_mlflow": self.provenance.threshold_source,
+            "mlflow_model_uri": metadata.get("mlflow_model_uri"),
+            "tracking_uri": metadata.get("tracking_uri"),  # redacted at import
+            "metrics": metadata.get("metrics", {}),
+            "library_versions": {
+                **metadata.get("library_versions", {}),
+                "lightgbm_serving": lgb.__version__,
+                "bentoml_serving": bentoml.__version__,
+            },
+            "lightgbm_threads": threads,
+            "features": len(SPEC.names),
+        }
+
+    def __is_ready__(self) -> bool:
+        return self.ready
+
+    def _decide(self, probabilities: np.ndarray) -> list[Prediction]:
+        rejected = probabilities >= self.threshold
+        record(probabilities, rejected)
+        return [
+            Prediction(
+                probability_of_default=float(p),
+                decision="reject" if r else "approve",
+                threshold=self.threshold,
+                model=self.model_tag,
+            )
+            for p, r in zip(probabilities, rejected, strict=True)
+        ]
+
+    @bentoml.api(
+        route="/predict",
+        batchable=True,
+        max_batch_size=SETTINGS.max_batch_size,
+        max_latency_ms=SETTINGS.max_latency_ms,
+    )
+    async def predict(self, applications: Applications) -> list[Prediction]:
+        """Score applications: probability of default and approve/reject at the threshold."""
+        return self._decide(self.booster.predict(applications, **self.predict_params))
+
+    @bentoml.api(
+        route="/predict_compact",
+        batchable=True,
+        max_batch_size=SETTINGS.max_batch_size,
+        max_latency_ms=SETTINGS.max_latency_ms,
+    )
+    async def predict_compact(self, table: CompactApplications) -> list[Prediction]:
+        """The same scoring, for heavy clients: column names once, then rows of values."""
+        return self._decide(self.booster.predict(table, **self.predict_params))
+
+    @bentoml.api(route="/explain")
+    def explain(
+        self, applications: Applications, top_k: Annotated[int, Field(ge=1, le=200)] = 5
+    ) -> list[Explanation]:
+        """Per-feature contributions from LightGBM's TreeSHAP (pred_contrib=True)."""
+        contributions = self.booster.predict(applications, pred_contrib=True, **self.predict_params)
+        explanations = []
+        for row, contrib in zip(applications, contributions, strict=True):
+            raw_score = float(contrib.sum())
+            top = np.argsort(-np.abs(contrib[:-1]), kind="stable")[:top_k]
+            explanations.append(
+                Explanation(
+                    probability_of_default=float(1 / (1 + np.exp(-raw_score))),
+                    raw_score=raw_score,
+                    base_value=float(contrib[-1]),
+                    top_contributions=[
+                        Contribution(
+                            feature=SPEC.names[i],
+                            value=None if np.isnan(row[i]) else float(row[i]),
+                            contribution=float(contrib[i]),
+                        )
+                        for i in top
+                    ],
+                )
+            )
+        return explanations
+
+    @bentoml.api(route="/predict_file")
+    def predict_file(self, file: Path) -> Path:
+        """Score a CSV or Parquet file of applications; the same format comes back with
+        `probability_of_default` and `decision` columns added."""
+        is_parquet = file.suffix.lower() in (".parquet", ".pq")
+        try:
+            frame = pd.read_parquet(file) if is_parquet else pd.read_csv(file)
+        except Exception as error:  # any parser error is the caller's file
+            raise RequestError(
+                f"file: cannot read as {'Parquet' if is_parquet else 'CSV'}: {error}"
+            ) from None
+        matrix = _frame_to_matrix(frame)
+        probabilities = self.booster.predict(matrix, **self.predict_params)
+        decisions = self._decide(probabilities)
+        frame["probability_of_default"] = probabilities
+        frame["decision"] = [d.decision for d in decisions]
+        out = (
+            Path(tempfile.mkdtemp(prefix="scored-"))
+            / f"scored{'.parquet' if is_parquet else '.csv'}"
+        )
+        frame.to_parquet(out, index=False) if is_parquet else frame.to_csv(out, index=False)
+        return out
+
+
+def _bento_tag() -> str:
+    """The Bento being served, or "" when serving from source (BentoML says "not available")."""
+    context = bentoml.server_context
+    if not context.bento_version or context.bento_version == "not available":
+        return ""
+    return f"{context.bento_name}:{context.bento_version}"
+
+
+def _frame_to_matrix(frame: pd.DataFrame) -> np.ndarray:
+    if len(frame) == 0:
+        raise RequestError("file: has no rows")
+    if len(frame) > SETTINGS.max_rows_per_request * 20:
+        raise RequestError(f"file: {len(frame)} rows exceed {SETTINGS.max_rows_per_request * 20}")
+    model_order([str(c) for c in frame.columns], SPEC)  # unknown, missing, repeated columns
+    values = frame[list(SPEC.names)].apply(pd.to_numeric, errors="coerce")
+    non_numeric = values.isna() & frame[list(SPEC.names)].notna()
+    if non_numeric.any().any():
+        column = non_numeric.any().idxmax()
+        raise RequestError(f"file: column {column} has non-numeric values")
+    matrix = values.to_numpy(dtype=np.float64)
+    if np.isinf(matrix).any():
+        raise RequestError("file: infinite values are not allowed")
+    check_integer_columns(matrix, SPEC)
+    return matrix
+
+
+install_error_handling(CreditScoring, SETTINGS)
