@@ -19,7 +19,6 @@ from typing import Annotated, Literal
 import bentoml
 import lightgbm as lgb
 import numpy as np
-import pandas as pd
 from pydantic import AfterValidator, BaseModel, Field
 
 from scoring.bento_store import BOOSTER_FILE
@@ -27,14 +26,12 @@ from scoring.errors_http import install_error_handling
 from scoring.features import (
     CompactTable,
     FeatureSpec,
-    RequestError,
     application_model,
-    check_integer_columns,
     compact_to_matrix,
-    model_order,
     records_to_matrix,
     row_limit,
 )
+from scoring.files import FILE_ROW_FACTOR, UploadedApplications, read_applications_file
 from scoring.observability import record
 from scoring.settings import Settings
 from scoring.version_app import VERSION, version_app
@@ -64,6 +61,19 @@ CompactApplications = Annotated[
     CompactTable,
     AfterValidator(_compact_matrix),
     Field(examples=[{"columns": list(EXAMPLE), "data": [list(EXAMPLE.values())]}]),
+]
+
+
+def _read_applications_file(path: Path) -> UploadedApplications:
+    return read_applications_file(path, SPEC, SETTINGS.max_rows_per_request * FILE_ROW_FACTOR)
+
+
+# Validated at the boundary like JSON bodies, so a bad file is a 400 naming `file`; the API
+# function then receives the parsed upload, not the path.
+ApplicationsFile = Annotated[
+    Path,
+    AfterValidator(_read_applications_file),
+    Field(description="CSV or Parquet (.parquet) file, one application per row"),
 ]
 
 
@@ -181,7 +191,7 @@ class CreditScoring:
         max_batch_size=SETTINGS.max_batch_size,
         max_latency_ms=SETTINGS.max_latency_ms,
     )
-    async def predict(self, applications: Applications) -> list[Prediction]:
+    def predict(self, applications: Applications) -> list[Prediction]:
         """Score applications: probability of default and approve/reject at the threshold."""
         return self._decide(self.booster.predict(applications, **self.predict_params))
 
@@ -191,7 +201,7 @@ class CreditScoring:
         max_batch_size=SETTINGS.max_batch_size,
         max_latency_ms=SETTINGS.max_latency_ms,
     )
-    async def predict_compact(self, table: CompactApplications) -> list[Prediction]:
+    def predict_compact(self, table: CompactApplications) -> list[Prediction]:
         """The same scoring, for heavy clients: column names once, then rows of values."""
         return self._decide(self.booster.predict(table, **self.predict_params))
 
@@ -223,26 +233,19 @@ class CreditScoring:
         return explanations
 
     @bentoml.api(route="/predict_file")
-    def predict_file(self, file: Path) -> Path:
+    def predict_file(self, file: ApplicationsFile) -> Path:
         """Score a CSV or Parquet file of applications; the same format comes back with
         `probability_of_default` and `decision` columns added."""
-        is_parquet = file.suffix.lower() in (".parquet", ".pq")
-        try:
-            frame = pd.read_parquet(file) if is_parquet else pd.read_csv(file)
-        except Exception as error:  # any parser error is the caller's file
-            raise RequestError(
-                f"file: cannot read as {'Parquet' if is_parquet else 'CSV'}: {error}"
-            ) from None
-        matrix = _frame_to_matrix(frame)
-        probabilities = self.booster.predict(matrix, **self.predict_params)
-        decisions = self._decide(probabilities)
-        frame["probability_of_default"] = probabilities
-        frame["decision"] = [d.decision for d in decisions]
-        out = (
-            Path(tempfile.mkdtemp(prefix="scored-"))
-            / f"scored{'.parquet' if is_parquet else '.csv'}"
+        probabilities = self.booster.predict(file.matrix, **self.predict_params)
+        frame = file.frame.assign(
+            probability_of_default=probabilities,
+            decision=[d.decision for d in self._decide(probabilities)],
         )
-        frame.to_parquet(out, index=False) if is_parquet else frame.to_csv(out, index=False)
+        out = Path(tempfile.mkdtemp(prefix="scored-")) / f"scored{file.suffix}"
+        if file.suffix == ".parquet":
+            frame.to_parquet(out, index=False)
+        else:
+            frame.to_csv(out, index=False)
         return out
 
 
@@ -252,24 +255,6 @@ def _bento_tag() -> str:
     if not context.bento_version or context.bento_version == "not available":
         return ""
     return f"{context.bento_name}:{context.bento_version}"
-
-
-def _frame_to_matrix(frame: pd.DataFrame) -> np.ndarray:
-    if len(frame) == 0:
-        raise RequestError("file: has no rows")
-    if len(frame) > SETTINGS.max_rows_per_request * 20:
-        raise RequestError(f"file: {len(frame)} rows exceed {SETTINGS.max_rows_per_request * 20}")
-    model_order([str(c) for c in frame.columns], SPEC)  # unknown, missing, repeated columns
-    values = frame[list(SPEC.names)].apply(pd.to_numeric, errors="coerce")
-    non_numeric = values.isna() & frame[list(SPEC.names)].notna()
-    if non_numeric.any().any():
-        column = non_numeric.any().idxmax()
-        raise RequestError(f"file: column {column} has non-numeric values")
-    matrix = values.to_numpy(dtype=np.float64)
-    if np.isinf(matrix).any():
-        raise RequestError("file: infinite values are not allowed")
-    check_integer_columns(matrix, SPEC)
-    return matrix
 
 
 install_error_handling(CreditScoring, SETTINGS)

@@ -45,9 +45,7 @@ def application_model(spec: FeatureSpec, example: dict[str, Any]) -> type[BaseMo
             spec.python_type(name),
             Field(..., description=description, examples=[example.get(name)]),
         )
-    config = ConfigDict(
-        extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [example]}
-    )
+    config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"example": example})
     return create_model("Application", __config__=config, **fields)
 
 

@@ -5,6 +5,7 @@ BENTOML_HOME must be set before bentoml is first imported, so it is set here at 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -12,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="bentoml-home-test-"))
 os.environ["BENTOML_HOME"] = str(_SESSION_HOME)
@@ -61,3 +61,28 @@ def messy_store(mlflow_server):
 
     url, artifact_root = mlflow_server
     return build_messy_store(url, artifact_root)
+
+
+@pytest.fixture(scope="session")
+def production_model(tmp_path_factory, bentoml_home) -> str:
+    """The demo store's production model imported as `credit_scoring`, the service's default.
+    Returns its Bento tag."""
+    import bentoml
+
+    import import_model
+    from scoring.mlflow_demo import TINY, build_demo_store
+
+    root = tmp_path_factory.mktemp("served-store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    build_demo_store(uri, TINY, artifact_root=root / "artifacts")
+    assert import_model.main(["--tracking-uri", uri]) == 0
+    return str(bentoml.models.get("credit_scoring:latest").tag)
+
+
+@pytest.fixture(scope="session")
+def demo_rows(production_model):
+    """Realistic applications (with missing values) as JSON records, in model feature order."""
+    from scoring.demo_data import make_applications
+
+    frame, _ = make_applications(300, seed=42)
+    return json.loads(frame.to_json(orient="records"))

@@ -17,8 +17,7 @@ from bentoml.exceptions import NotFound
 import import_model
 from scoring import errors
 from scoring.bento_store import BOOSTER_FILE
-from tests.conftest import ROOT
-from tests.servers import free_port
+from tests.servers import ROOT, free_port
 
 pytestmark = pytest.mark.server
 

@@ -1,0 +1,137 @@
+"""In-process contract tests: the service's ASGI app (`to_asgi()`) behind a test client."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from tests.service_helpers import names_the_field, reference_probabilities
+
+
+@pytest.fixture(scope="module")
+def client(production_model):
+    import service
+
+    with TestClient(service.CreditScoring.to_asgi()) as test_client:
+        yield test_client
+
+
+def test_predict_returns_probability_decision_threshold_and_model(
+    client, production_model, demo_rows
+):
+    response = client.post("/predict", json={"applications": demo_rows[:5]})
+    assert response.status_code == 200, response.text
+    predictions = response.json()
+    assert len(predictions) == 5
+    expected = reference_probabilities(production_model, demo_rows[:5])
+    for prediction, probability in zip(predictions, expected, strict=True):
+        assert prediction["probability_of_default"] == pytest.approx(probability, abs=1e-12)
+        decision = "reject" if probability >= prediction["threshold"] else "approve"
+        assert prediction["decision"] == decision
+        assert prediction["model"] == production_model
+
+
+def test_compact_form_scores_like_records_whatever_the_column_order(client, demo_rows):
+    columns = list(reversed(list(demo_rows[0])))
+    table = {"columns": columns, "data": [[row[c] for c in columns] for row in demo_rows[:20]]}
+    compact = client.post("/predict_compact", json={"table": table})
+    records = client.post("/predict", json={"applications": demo_rows[:20]})
+    assert compact.status_code == 200, compact.text
+    assert compact.json() == records.json()
+
+
+def test_explain_contributions_plus_base_value_equal_the_raw_score(
+    client, production_model, demo_rows
+):
+    response = client.post("/explain", json={"applications": demo_rows[:3], "top_k": 200})
+    assert response.status_code == 200, response.text
+    expected = reference_probabilities(production_model, demo_rows[:3])
+    for explanation, probability in zip(response.json(), expected, strict=True):
+        total = explanation["base_value"] + sum(
+            c["contribution"] for c in explanation["top_contributions"]
+        )
+        assert total == pytest.approx(explanation["raw_score"], abs=1e-9)
+        assert 1 / (1 + math.exp(-explanation["raw_score"])) == pytest.approx(probability, abs=1e-9)
+
+
+def test_explain_returns_top_k_by_magnitude(client, demo_rows):
+    response = client.post("/explain", json={"applications": demo_rows[:1], "top_k": 3})
+    (explanation,) = response.json()
+    magnitudes = [abs(c["contribution"]) for c in explanation["top_contributions"]]
+    assert len(magnitudes) == 3
+    assert magnitudes == sorted(magnitudes, reverse=True)
+
+
+def test_predict_file_scores_a_csv_into_a_csv(client, production_model, demo_rows, tmp_path):
+    import pandas as pd
+
+    frame = pd.DataFrame(demo_rows[:50])
+    path = tmp_path / "applications.csv"
+    frame.to_csv(path, index=False)
+    with path.open("rb") as upload:
+        response = client.post(
+            "/predict_file", files={"file": ("applications.csv", upload, "text/csv")}
+        )
+    assert response.status_code == 200, response.text
+    scored = pd.read_csv(__import__("io").BytesIO(response.content))
+    assert list(scored.columns) == [*frame.columns, "probability_of_default", "decision"]
+    expected = reference_probabilities(production_model, demo_rows[:50])
+    np.testing.assert_allclose(scored.probability_of_default, expected, atol=1e-12)
+
+
+def test_predict_file_scores_parquet_into_parquet(client, production_model, demo_rows, tmp_path):
+    import io
+
+    import pandas as pd
+
+    path = tmp_path / "applications.parquet"
+    pd.DataFrame(demo_rows[:30]).to_parquet(path)
+    with path.open("rb") as upload:
+        files = {"file": ("applications.parquet", upload, "application/octet-stream")}
+        response = client.post("/predict_file", files=files)
+    assert response.status_code == 200, response.text
+    scored = pd.read_parquet(io.BytesIO(response.content))
+    expected = reference_probabilities(production_model, demo_rows[:30])
+    np.testing.assert_allclose(scored.probability_of_default, expected, atol=1e-12)
+
+
+def test_version_reports_the_model_labels(client, production_model):
+    import bentoml
+
+    labels = bentoml.models.get(production_model).info.labels
+    version = client.get("/version").json()
+    assert version["model_tag"] == production_model
+    assert version["run_id"] == labels["run_id"]
+    assert version["threshold"] == float(labels["threshold"])
+    assert version["threshold_origin"] == "model label"
+    assert version["registered_model"] == labels["registered_model"]
+    assert version["service"]["revision"]
+
+
+def test_swagger_schema_lists_the_models_features_with_an_example(client, demo_rows):
+    schema = client.get("/docs.json").json()
+    application = schema["components"]["schemas"]["Application"]
+    assert list(application["properties"]) == list(demo_rows[0])
+    assert application["example"].keys() == demo_rows[0].keys()
+
+
+def test_readyz_is_true_after_the_self_test(client):
+    assert client.get("/readyz").status_code == 200
+
+
+def test_malformed_json_is_a_400_with_json_error(client):
+    response = client.post(
+        "/predict", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "Invalid JSON" in response.json()["detail"][0]["msg"]
+
+
+def test_unknown_feature_is_refused_naming_it(client, demo_rows):
+    row = {**demo_rows[0], "FAVOURITE_COLOUR": 3.0}
+    response = client.post("/predict", json={"applications": [row]})
+    assert response.status_code == 400
+    assert names_the_field(response.json(), "FAVOURITE_COLOUR")

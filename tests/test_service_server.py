@@ -1,0 +1,290 @@
+"""A real `bentoml serve` process on a free loopback port, called over HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import bentoml
+import pytest
+import requests
+
+from tests.servers import ROOT, free_port, running
+from tests.service_helpers import names_the_field, reference_probabilities
+
+pytestmark = pytest.mark.server
+
+MAX_ROWS = 50
+NOT_A_CSV = (
+    b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.csv"\r\n'
+    b"Content-Type: text/csv\r\n\r\n\x00\x01garbage\r\n--b--\r\n"
+)
+MAX_BODY = 200_000
+
+
+@pytest.fixture(scope="module")
+def server(production_model, bentoml_home, tmp_path_factory):
+    port = free_port()
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(bentoml_home),
+        "SCORING_MAX_ROWS_PER_REQUEST": str(MAX_ROWS),
+        "SCORING_MAX_BODY_BYTES": str(MAX_BODY),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "service:CreditScoring",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    url = f"http://127.0.0.1:{port}"
+    os.chdir(ROOT)
+    with running(command, f"{url}/readyz", log, env=env, timeout_s=120):
+        yield url
+
+
+def post(url: str, path: str, body: object) -> requests.Response:
+    return requests.post(f"{url}{path}", json=body, timeout=30)
+
+
+def assert_still_serving(url: str, row: dict) -> None:
+    response = post(url, "/predict", {"applications": [row]})
+    assert response.status_code == 200, response.text
+    assert 0 <= response.json()[0]["probability_of_default"] <= 1
+
+
+def test_served_probabilities_equal_the_in_process_booster(server, production_model, demo_rows):
+    response = post(server, "/predict", {"applications": demo_rows[:MAX_ROWS]})
+    assert response.status_code == 200
+    served = [p["probability_of_default"] for p in response.json()]
+    expected = reference_probabilities(production_model, demo_rows[:MAX_ROWS])
+    assert served == pytest.approx(list(expected), abs=1e-12)
+
+
+def test_sync_http_client_calls_predict(server, demo_rows):
+    with bentoml.SyncHTTPClient(server) as client:
+        predictions = client.predict(applications=demo_rows[:3])
+    assert [p["decision"] in ("approve", "reject") for p in predictions] == [True] * 3
+
+
+def test_version_matches_the_bento_model_labels(server, production_model):
+    labels = bentoml.models.get(production_model).info.labels
+    version = requests.get(f"{server}/version", timeout=10).json()
+    assert (version["model_tag"], version["run_id"]) == (production_model, labels["run_id"])
+    assert version["threshold"] == float(labels["threshold"])
+    assert version["experiment"] == labels["experiment"]
+    assert version["model_alias"] == labels["model_alias"]
+
+
+def test_concurrent_single_row_requests_are_merged_into_batches(server, demo_rows):
+    def one(row: dict) -> int:
+        return post(server, "/predict", {"applications": [row]}).status_code
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        statuses = list(pool.map(one, demo_rows[:300]))
+    assert statuses == [200] * 300
+    metrics = requests.get(f"{server}/metrics", timeout=10).text
+    pattern = r'adaptive_batch_size_{kind}\{{[^}}]*method_name="predict"[^}}]*\}} ([0-9.e+]+)'
+    batches = float(re.search(pattern.format(kind="count"), metrics).group(1))
+    rows = float(re.search(pattern.format(kind="sum"), metrics).group(1))
+    assert rows >= 300
+    assert batches < rows, f"{batches} batches for {rows} rows: no batch held more than one row"
+
+
+def test_metrics_count_predictions_by_decision(server, demo_rows):
+    post(server, "/predict", {"applications": demo_rows[:10]})
+    metrics = requests.get(f"{server}/metrics", timeout=10).text
+    counted = re.findall(
+        r'credit_predictions_total\{[^}]*decision="(approve|reject)"[^}]*\} (\S+)', metrics
+    )
+    assert sum(float(value) for _, value in counted) >= 10
+    assert "credit_default_probability_bucket" in metrics
+
+
+def _row_with(row: dict, **changes) -> dict:
+    return {**row, **changes}
+
+
+def _without(row: dict, key: str) -> dict:
+    return {k: v for k, v in row.items() if k != key}
+
+
+def bad_requests(row: dict) -> list[tuple[str, str, dict, bytes, int, str]]:
+    """(name, path, headers, body, expected status, field the error must name)."""
+    js = {"content-type": "application/json"}
+    columns = list(row)
+
+    def body(value: object) -> bytes:
+        return json.dumps(value).encode()
+
+    def records(*rows: dict) -> bytes:
+        return body({"applications": list(rows)})
+
+    return [
+        ("malformed json", "/predict", js, b'{"applications": [', 400, ""),
+        (
+            "missing feature",
+            "/predict",
+            js,
+            records(_without(row, "EXT_SOURCE_2")),
+            400,
+            "EXT_SOURCE_2",
+        ),
+        (
+            "unknown feature",
+            "/predict",
+            js,
+            records(_row_with(row, SHOE_SIZE=42)),
+            400,
+            "SHOE_SIZE",
+        ),
+        (
+            "string for a number",
+            "/predict",
+            js,
+            records(_row_with(row, AMT_CREDIT="lots")),
+            400,
+            "AMT_CREDIT",
+        ),
+        (
+            "null integer feature",
+            "/predict",
+            js,
+            records(_row_with(row, CNT_CHILDREN=None)),
+            400,
+            "CNT_CHILDREN",
+        ),
+        (
+            "fraction for integer",
+            "/predict",
+            js,
+            records(_row_with(row, CNT_CHILDREN=1.5)),
+            400,
+            "CNT_CHILDREN",
+        ),
+        (
+            "NaN literal",
+            "/predict",
+            js,
+            records(row).replace(b'"AMT_CREDIT": ', b'"AMT_CREDIT": NaN, "x": '),
+            400,
+            "",
+        ),
+        (
+            "infinity",
+            "/predict",
+            js,
+            json.dumps({"applications": [_row_with(row, AMT_CREDIT=float("inf"))]}).encode(),
+            400,
+            "AMT_CREDIT",
+        ),
+        ("empty batch", "/predict", js, records(), 400, "applications"),
+        ("too many rows", "/predict", js, records(*[row] * (MAX_ROWS + 1)), 400, "applications"),
+        ("no applications key", "/predict", js, body({"rows": [row]}), 400, "applications"),
+        (
+            "applications not a list",
+            "/predict",
+            js,
+            body({"applications": row}),
+            400,
+            "applications",
+        ),
+        ("oversized body", "/predict", js, b" " * (MAX_BODY + 1), 413, "body"),
+        (
+            "wrong content type",
+            "/predict",
+            {"content-type": "text/plain"},
+            records(row),
+            415,
+            "content-type",
+        ),
+        (
+            "compact unknown column",
+            "/predict_compact",
+            js,
+            body({"table": {"columns": [*columns, "X"], "data": [[*row.values(), 1]]}}),
+            400,
+            "X",
+        ),
+        (
+            "compact missing column",
+            "/predict_compact",
+            js,
+            body({"table": {"columns": columns[1:], "data": [list(row.values())[1:]]}}),
+            400,
+            columns[0],
+        ),
+        (
+            "compact short row",
+            "/predict_compact",
+            js,
+            body({"table": {"columns": columns, "data": [list(row.values())[1:]]}}),
+            400,
+            "data[0]",
+        ),
+        (
+            "explain top_k zero",
+            "/explain",
+            js,
+            body({"applications": [row], "top_k": 0}),
+            400,
+            "top_k",
+        ),
+        (
+            "file that is not a CSV",
+            "/predict_file",
+            {"content-type": "multipart/form-data; boundary=b"},
+            NOT_A_CSV,
+            400,
+            "file",
+        ),
+        ("file endpoint given json", "/predict_file", js, records(row), 415, "content-type"),
+    ]
+
+
+def _bad_request_ids() -> list[str]:
+    return [
+        case[0] for case in bad_requests({"EXT_SOURCE_2": 0, "CNT_CHILDREN": 0, "AMT_CREDIT": 0})
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_bad_request_ids())), ids=_bad_request_ids())
+def test_bad_request_gets_a_json_4xx_naming_the_field_and_service_keeps_serving(
+    server, demo_rows, case
+):
+    row = next(r for r in demo_rows if r["EXT_SOURCE_1"] is not None)
+    name, path, headers, body, status, field = bad_requests(row)[case]
+    response = requests.post(f"{server}{path}", data=body, headers=headers, timeout=30)
+    assert response.status_code == status, f"{name}: {response.status_code} {response.text[:300]}"
+    payload = response.json()
+    assert "Traceback" not in response.text
+    if field:
+        assert names_the_field(payload, field), f"{name}: {payload}"
+    assert_still_serving(server, row)
+
+
+def test_chunked_oversized_body_is_refused_with_413(server, demo_rows):
+    host, port = server.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    chunks = (b" " * 50_000 for _ in range(MAX_BODY // 50_000 + 2))
+    connection.request(
+        "POST",
+        "/predict",
+        body=chunks,
+        headers={"content-type": "application/json"},
+        encode_chunked=True,
+    )
+    response = connection.getresponse()
+    assert response.status == 413
+    assert json.loads(response.read())["field"] == "body"
+    assert_still_serving(server, demo_rows[0])
