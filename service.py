@@ -97,9 +97,22 @@ class Explanation(BaseModel):
     top_contributions: list[Contribution]
 
 
+# The base image (env/base_image.sh, or BASE_IMAGE in env/build_image.sh) already holds
+# Python 3.11, uv and libgomp1. No distro is named on purpose: for a known distro BentoML
+# prepends `apt-get install build-essential git`, compilers an image that only serves need not
+# carry. bentofile.yaml's docker.base_image overrides base_image at build time.
+IMAGE = bentoml.images.Image(
+    base_image="localhost/credit-scoring-base:bookworm",
+    distro="prebuilt",
+    python_version="3.11",
+    lock_python_packages=False,
+)
+
+
 @bentoml.asgi_app(version_app, path="/")
 @bentoml.service(
     name="credit_scoring",
+    image=IMAGE,
     workers=SETTINGS.workers,
     traffic={"timeout": 30},
     logging={"access": {"enabled": True}},
