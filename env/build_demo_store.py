@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="full-size model for benchmarks")
     parser.add_argument("--force", action="store_true", help="replace an existing store")
     args = parser.parse_args(argv)
+    args.store = args.store.resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 

@@ -1,0 +1,23 @@
+"""Realistic request bodies: applications drawn from the demo data's distribution (with its
+missing values), shaped for the model a server reports in GET /version."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scoring.demo_data import make_applications
+
+NAMED_FEATURES = 24  # the demo data's named columns; larger models add BUREAU_AGG_* columns
+
+
+def application_records(n_rows: int, n_features: int, seed: int = 7) -> list[dict]:
+    frame, _ = make_applications(n_rows, None if n_features <= NAMED_FEATURES else n_features, seed)
+    return json.loads(frame.to_json(orient="records"))
+
+
+def predict_body(records: list[dict]) -> bytes:
+    return json.dumps({"applications": records}).encode()
