@@ -10,6 +10,7 @@ GET  /livez /readyz /metrics   BentoML's probes and Prometheus metrics
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import tempfile
@@ -115,7 +116,8 @@ IMAGE = bentoml.images.Image(
     image=IMAGE,
     workers=SETTINGS.workers,
     traffic={"timeout": 30},
-    logging={"access": {"enabled": True}},
+    # Per-request log lines cost more than scoring a row; /metrics counts every request.
+    logging={"access": {"enabled": SETTINGS.access_log}},
 )
 class CreditScoring:
     bento_model = bentoml.models.BentoModel(SETTINGS.model_tag)
@@ -136,6 +138,10 @@ class CreditScoring:
         self.predict_params = {"num_threads": threads}
         if tuple(self.booster.feature_name()) != SPEC.names:
             raise RuntimeError(f"{self.model_tag}: booster features differ from its signature")
+        # Move start-up objects (model, schema, libraries) out of the collector's reach: full
+        # collections then scan only request garbage, which cut p99 spikes under load.
+        gc.collect()
+        gc.freeze()
         self.ready = self._self_test()
         VERSION.update(self._version(threads))
         log.info(
@@ -204,8 +210,10 @@ class CreditScoring:
         max_batch_size=SETTINGS.max_batch_size,
         max_latency_ms=SETTINGS.max_latency_ms,
     )
-    def predict(self, applications: Applications) -> list[Prediction]:
+    async def predict(self, applications: Applications) -> list[Prediction]:
         """Score applications: probability of default and approve/reject at the threshold."""
+        # async on purpose: the batch is scored on the event loop, with no hand-off to a
+        # worker thread that would wait for the GIL while the loop parses requests.
         return self._decide(self.booster.predict(applications, **self.predict_params))
 
     @bentoml.api(
@@ -214,7 +222,7 @@ class CreditScoring:
         max_batch_size=SETTINGS.max_batch_size,
         max_latency_ms=SETTINGS.max_latency_ms,
     )
-    def predict_compact(self, table: CompactApplications) -> list[Prediction]:
+    async def predict_compact(self, table: CompactApplications) -> list[Prediction]:
         """The same scoring, for heavy clients: column names once, then rows of values."""
         return self._decide(self.booster.predict(table, **self.predict_params))
 
@@ -269,5 +277,10 @@ def _bento_tag() -> str:
         return ""
     return f"{context.bento_name}:{context.bento_version}"
 
+
+# BentoML derives a response's media type by generating the output model's JSON schema on
+# every request (about a tenth of a single-row request's CPU); ours are JSON, say so once.
+for _name in ("predict", "predict_compact", "explain"):
+    CreditScoring.apis[_name].output_spec.media_type = "application/json"
 
 install_error_handling(CreditScoring, SETTINGS)

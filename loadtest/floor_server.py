@@ -29,7 +29,12 @@ def build_app(model_file: str) -> Starlette:
         probabilities = booster.predict(rows, num_threads=1)
         return Response(json.dumps(probabilities.tolist()), media_type="application/json")
 
-    return Starlette(routes=[Route("/predict", predict, methods=["POST"])])
+    async def health(_: Request) -> Response:
+        return Response("ok")
+
+    return Starlette(
+        routes=[Route("/predict", predict, methods=["POST"]), Route("/health", health)]
+    )
 
 
 def main() -> None:

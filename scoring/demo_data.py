@@ -105,10 +105,12 @@ def make_applications(
     frame = _base_features(rng, n_rows)
     logit = _risk_logit(frame)
     extra = (n_features or frame.shape[1]) - frame.shape[1]
+    padding = {}
     for index in range(max(extra, 0)):
         column = rng.normal(size=n_rows)
         logit = logit + rng.normal(scale=0.05) * column
-        frame[f"BUREAU_AGG_{index:03d}"] = _with_missing(rng, column, 0.03)
+        padding[f"BUREAU_AGG_{index:03d}"] = _with_missing(rng, column, 0.03)
+    frame = pd.concat([frame, pd.DataFrame(padding)], axis=1) if padding else frame
     logit = logit + rng.normal(scale=0.8, size=n_rows)
     probability = 1 / (1 + np.exp(-(logit + _calibrated_intercept(logit, DEFAULT_RATE))))
     target = pd.Series(rng.binomial(1, probability), name="TARGET")

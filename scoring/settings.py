@@ -22,6 +22,21 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def _parse(name: str, kind: str, raw: str) -> object:
+    try:
+        if kind == "bool":
+            if raw.lower() not in ("1", "true", "yes", "0", "false", "no"):
+                raise ValueError
+            return raw.lower() in ("1", "true", "yes")
+        if "float" in kind:
+            return float(raw)
+        if "int" in kind:
+            return int(raw)
+    except ValueError:
+        raise ValueError(f"{PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     model_tag: str = "credit_scoring:latest"
@@ -40,7 +55,8 @@ class Settings:
     """Adaptive batching: most rows merged into one model call."""
     max_latency_ms: int = 200
     """Adaptive batching: latency bound; requests that cannot meet it are shed with 503."""
-    log_level: str = "INFO"
+    access_log: bool = False
+    """true = one log line per request (BentoML's access log); off by default for speed."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -50,15 +66,7 @@ class Settings:
             raw = environ.get(PREFIX + field.name.upper())
             if raw is None or raw == "":
                 continue
-            kind = field.type if isinstance(field.type, str) else field.type.__name__
-            try:
-                values[field.name] = (
-                    float(raw) if "float" in kind else int(raw) if "int" in kind else raw
-                )
-            except ValueError:
-                raise ValueError(
-                    f"{PREFIX}{field.name.upper()}={raw!r} is not a valid {kind}"
-                ) from None
+            values[field.name] = _parse(field.name, field.type, raw)
         settings = cls(**values)
         settings.validate()
         return settings

@@ -1,0 +1,343 @@
+"""Side-by-side benchmark, one command, one run: this service against the HTTP floor, BentoML's
+default and `mlflow models serve`, with in-process `Booster.predict` as the ceiling.
+
+    python loadtest/bench.py                  # full-size model (builds it once, ~4 min)
+    python loadtest/bench.py --duration 5     # shorter runs
+
+Load comes from wrk (Debian package `wrk`), the same generator for every server, on loopback.
+Prints a table and the ratios against the bar; writes loadtest/reports/bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from loadtest.payloads import application_records  # noqa: E402
+from tests.servers import free_port, running  # noqa: E402
+
+BUILD = ROOT / ".build"
+CLIENTS = (8, 32, 64)
+BATCH_ROWS = 500
+BATCH_CLIENTS = 4
+
+WRK_SCRIPT = """
+local bodies = {}
+local path = os.getenv("WRK_PATH")
+init = function(args)
+  for line in io.lines(os.getenv("WRK_BODIES")) do table.insert(bodies, line) end
+end
+local i = 0
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", path, {["Content-Type"] = "application/json"}, bodies[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_JSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, '
+    .. '"status_errors": %d, "socket_errors": %d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+@dataclass
+class Measurement:
+    server: str
+    load: str
+    requests_per_s: float
+    rows_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def wrk(url: str, bodies: Path, clients: int, duration: float, rows: int) -> dict:
+    script = BUILD / "bench.lua"
+    script.write_text(WRK_SCRIPT)
+    host, path = url.split("/", 3)[2], "/" + url.split("/", 3)[3]
+    result = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{clients}",
+            f"-d{round(duration)}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(script),
+            f"http://{host}",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WRK_PATH": path, "WRK_BODIES": str(bodies)},
+        check=True,
+    )
+    line = next(x for x in result.stdout.splitlines() if x.startswith("WRK_JSON"))
+    stats = json.loads(line.removeprefix("WRK_JSON "))
+    seconds = stats["duration_us"] / 1e6
+    return {
+        "requests_per_s": stats["requests"] / seconds,
+        "rows_per_s": stats["requests"] * rows / seconds,
+        "p50_ms": stats["p50_us"] / 1000,
+        "p99_ms": stats["p99_us"] / 1000,
+        "errors": stats["status_errors"] + stats["socket_errors"],
+    }
+
+
+def write_bodies(path: Path, bodies: list[dict]) -> Path:
+    path.write_text("\n".join(json.dumps(body) for body in bodies) + "\n")
+    return path
+
+
+def prepare_model(env: dict[str, str]) -> tuple[str, str, int]:
+    """Build the full-size demo store once and import it; returns (bento tag, model file,
+    feature count)."""
+    store = BUILD / "full-store"
+    if not (store / "mlflow.db").exists():
+        subprocess.run(
+            [sys.executable, "env/build_demo_store.py", "--full", "--store", str(store)],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    subprocess.run(
+        [sys.executable, "import_model.py", "--tracking-uri", uri], cwd=ROOT, env=env, check=True
+    )
+    probe = (
+        "import bentoml, json; m = bentoml.models.get('credit_scoring:latest'); "
+        "print(json.dumps([str(m.tag), m.path_of('model.txt'), len(m.info.metadata['features'])]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    tag, model_file, n_features = json.loads(out.strip().splitlines()[-1])
+    return tag, model_file, n_features
+
+
+def in_process_rows_per_s(model_file: str, records: list[dict], threads: int) -> float:
+    import lightgbm as lgb
+    import numpy as np
+
+    booster = lgb.Booster(model_file=model_file)
+    names = booster.feature_name()
+    rows = np.array([[r[n] for n in names] for r in records], dtype=np.float64)
+    booster.predict(rows, num_threads=threads)
+    best = 0.0
+    for _ in range(5):
+        started = time.perf_counter()
+        booster.predict(rows, num_threads=threads)
+        best = max(best, len(rows) / (time.perf_counter() - started))
+    return best
+
+
+def servers(
+    env: dict[str, str], model_file: str, logs: Path
+) -> dict[str, Callable[[], AbstractContextManager]]:
+    """name -> (context manager starting the server, predict URL, body style)."""
+    py = sys.executable
+
+    def bento(target: str, name: str):
+        def start():
+            port = free_port()
+            command = [
+                py,
+                "-m",
+                "bentoml",
+                "serve",
+                target,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ]
+            return running(
+                command,
+                f"http://127.0.0.1:{port}/readyz",
+                logs / f"{name}.log",
+                env=env,
+                timeout_s=180,
+            ), f"http://127.0.0.1:{port}/predict"
+
+        return start
+
+    def floor():
+        port = free_port()
+        command = [py, "loadtest/floor_server.py", "--model-file", model_file, "--port", str(port)]
+        url = f"http://127.0.0.1:{port}"
+        return running(command, url + "/health", logs / "floor.log", env=env), url + "/predict"
+
+    def mlflow_serve():
+        port = free_port()
+        uri = f"sqlite:///{BUILD / 'full-store' / 'mlflow.db'}"
+        command = [
+            py,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            "models:/credit_scoring@production",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ]
+        return running(
+            command,
+            f"http://127.0.0.1:{port}/ping",
+            logs / "mlflow.log",
+            env={**env, "MLFLOW_TRACKING_URI": uri},
+            timeout_s=180,
+        ), f"http://127.0.0.1:{port}/invocations"
+
+    return {
+        "this service": bento("service:CreditScoring", "service"),
+        "HTTP floor": floor,
+        "BentoML default": bento("loadtest.bentoml_default_service:Default", "default"),
+        "mlflow models serve": mlflow_serve,
+    }
+
+
+def mlflow_body(records: list[dict]) -> dict:
+    columns = list(records[0])
+    return {
+        "dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in records]}
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run")
+    parser.add_argument("--skip", action="append", default=[], help="server name to skip")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench: wrk is missing; install it: apt-get install -y wrk")
+    BUILD.mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(BUILD / "bench-bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "PYTHONPATH": str(ROOT),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    tag, model_file, n_features = prepare_model(env)
+    records = application_records(2000, n_features)
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    bodies = {
+        "predict": (
+            write_bodies(work / "one.jsonl", [{"applications": [r]} for r in records[:500]]),
+            write_bodies(
+                work / "batch.jsonl",
+                [{"applications": records[i : i + BATCH_ROWS]} for i in range(0, 1500, BATCH_ROWS)],
+            ),
+        ),
+        "mlflow": (
+            write_bodies(work / "m-one.jsonl", [mlflow_body([r]) for r in records[:500]]),
+            write_bodies(
+                work / "m-batch.jsonl",
+                [mlflow_body(records[i : i + BATCH_ROWS]) for i in range(0, 1500, BATCH_ROWS)],
+            ),
+        ),
+    }
+    results: list[Measurement] = []
+    for name, start in servers(env, model_file, work).items():
+        if name in args.skip:
+            continue
+        one, batch = bodies["mlflow" if name.startswith("mlflow") else "predict"]
+        manager, url = start()
+        with manager:
+            print(f"-- {name}: {url}", flush=True)
+            wrk(url, one, 8, 2, 1)  # warm-up: JIT-free Python still warms caches and batching
+            for clients in CLIENTS:
+                stats = wrk(url, one, clients, args.duration, 1)
+                results.append(Measurement(name, f"1 row x {clients} clients", **stats))
+                print(f"   {results[-1]}", flush=True)
+            stats = wrk(url, batch, BATCH_CLIENTS, args.duration, BATCH_ROWS)
+            results.append(
+                Measurement(name, f"{BATCH_ROWS} rows x {BATCH_CLIENTS} clients", **stats)
+            )
+            print(f"   {results[-1]}", flush=True)
+    ceiling = in_process_rows_per_s(model_file, records[:BATCH_ROWS], threads=2)
+    report = render(results, ceiling, tag, n_features, args.duration)
+    print(report)
+    (ROOT / "loadtest" / "reports").mkdir(exist_ok=True)
+    (ROOT / "loadtest" / "reports" / "bench.json").write_text(
+        json.dumps(
+            {"results": [asdict(r) for r in results], "in_process_rows_per_s": ceiling}, indent=2
+        )
+    )
+    (ROOT / "loadtest" / "reports" / "bench.md").write_text(report)
+    return 0
+
+
+def render(
+    results: list[Measurement], ceiling: float, tag: str, n_features: int, duration: float
+) -> str:
+    def find(server: str, load: str) -> Measurement | None:
+        return next((r for r in results if r.server == server and r.load == load), None)
+
+    lines = [
+        f"Benchmark {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()}: "
+        f"{os.cpu_count()} CPUs, "
+        f"{platform.python_implementation()} {platform.python_version()}; model {tag} "
+        f"({n_features} features); wrk -t1, {duration:g} s per run, server and wrk on loopback",
+        "",
+        "| server | load | req/s | rows/s | p50 ms | p99 ms | errors |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.server} | {r.load} | {r.requests_per_s:,.0f} | {r.rows_per_s:,.0f} | "
+            f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} |"
+        )
+    lines.append(
+        f"| in-process Booster.predict | {BATCH_ROWS}-row batches, 2 threads | – | "
+        f"{ceiling:,.0f} | – | – | – |"
+    )
+    lines += ["", "| ratio | value | bar |", "|---|---:|---|"]
+    ours = find("this service", "1 row x 32 clients")
+    for other, bar in (
+        ("HTTP floor", "≥ 0.6"),
+        ("BentoML default", "≥ 5"),
+        ("mlflow models serve", "–"),
+    ):
+        theirs = find(other, "1 row x 32 clients")
+        if ours and theirs and theirs.requests_per_s:
+            lines.append(
+                f"| this service / {other}, 1 row x 32 clients | "
+                f"{ours.requests_per_s / theirs.requests_per_s:.2f} | {bar} |"
+            )
+    batch = find("this service", f"{BATCH_ROWS} rows x {BATCH_CLIENTS} clients")
+    if batch:
+        lines.append(
+            f"| this service {BATCH_ROWS}-row rows/s / in-process | "
+            f"{batch.rows_per_s / ceiling:.2f} | ≥ 0.7 |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
