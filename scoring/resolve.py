@@ -199,7 +199,7 @@ def by_run_tag(client: MlflowClient, key: str, value: str, experiment: str | Non
             f"{len(runs)} runs are tagged {key}={value}: {claims}; "
             "untag all but one, or choose with --run-id"
         )
-    return by_run_id(client, runs[0].info.run_id)
+    return replace(by_run_id(client, runs[0].info.run_id), resolved_by=f"run tag {key}={value}")
 
 
 def ranked_by_metric(client: MlflowClient, metric: str, experiment: str | None) -> list[Candidate]:
