@@ -10,6 +10,7 @@ GET  /livez /readyz /metrics   BentoML's probes and Prometheus metrics
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
@@ -40,6 +41,7 @@ from scoring.version_app import VERSION, version_app
 log = logging.getLogger("bentoml.credit_scoring")
 
 SETTINGS = Settings.from_env()
+INLINE_ROWS = 64  # batches below this are scored on the event loop, larger ones in a thread
 # The schema comes from the model's own signature, read from the store's model.yaml (cheap).
 _MODEL_INFO = bentoml.models.get(SETTINGS.model_tag).info
 SPEC = FeatureSpec.from_metadata(_MODEL_INFO.metadata["features"])
@@ -191,6 +193,15 @@ class CreditScoring:
     def __is_ready__(self) -> bool:
         return self.ready
 
+    async def _probabilities(self, rows: np.ndarray) -> np.ndarray:
+        # The batch APIs are async on purpose: a small batch is scored right on the event
+        # loop, with no hand-off to a thread that would then wait for the GIL while the loop
+        # parses requests. A large batch goes to a thread (LightGBM releases the GIL), so the
+        # loop keeps reading the next requests meanwhile.
+        if len(rows) < INLINE_ROWS:
+            return self.booster.predict(rows, **self.predict_params)
+        return await asyncio.to_thread(self.booster.predict, rows, **self.predict_params)
+
     def _decide(self, probabilities: np.ndarray) -> list[Prediction]:
         rejected = probabilities >= self.threshold
         record(probabilities, rejected)
@@ -212,9 +223,7 @@ class CreditScoring:
     )
     async def predict(self, applications: Applications) -> list[Prediction]:
         """Score applications: probability of default and approve/reject at the threshold."""
-        # async on purpose: the batch is scored on the event loop, with no hand-off to a
-        # worker thread that would wait for the GIL while the loop parses requests.
-        return self._decide(self.booster.predict(applications, **self.predict_params))
+        return self._decide(await self._probabilities(applications))
 
     @bentoml.api(
         route="/predict_compact",
@@ -224,7 +233,7 @@ class CreditScoring:
     )
     async def predict_compact(self, table: CompactApplications) -> list[Prediction]:
         """The same scoring, for heavy clients: column names once, then rows of values."""
-        return self._decide(self.booster.predict(table, **self.predict_params))
+        return self._decide(await self._probabilities(table))
 
     @bentoml.api(route="/explain")
     def explain(

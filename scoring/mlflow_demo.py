@@ -196,6 +196,7 @@ def build_demo_store(
 ) -> LoggedCandidate:
     """Create the demo state in `tracking_uri` and return the production candidate."""
     mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)  # else a registry URI set earlier in-process wins
     started = time.perf_counter()
     log.info("generating %d applications", size.n_rows)
     features, target = make_applications(size.n_rows, size.n_features, seed=seed)

@@ -54,6 +54,7 @@ def _log_model(
 
 def build_messy_store(tracking_uri: str, artifact_root: Path) -> MessyStore:
     mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
     features, target = make_applications(TINY.n_rows, seed=3)
     model = train_classifier(features, target, TINY)
