@@ -3,17 +3,17 @@ drifting score distribution shows up without reading logs."""
 
 from __future__ import annotations
 
-import bentoml
 import numpy as np
+from prometheus_client import Counter, Histogram
 
-PREDICTIONS = bentoml.metrics.Counter(
-    name="credit_predictions_total",
-    documentation="Scored applications by decision",
-    labelnames=["decision"],
+# prometheus_client directly (bentoml.metrics is deprecated); BentoML points every worker at a
+# shared PROMETHEUS_MULTIPROC_DIR, so /metrics adds these up across workers.
+PREDICTIONS = Counter(
+    "credit_predictions", "Scored applications by decision", labelnames=["decision"]
 )
-PROBABILITY = bentoml.metrics.Histogram(
-    name="credit_default_probability",
-    documentation="Predicted probability of default",
+PROBABILITY = Histogram(
+    "credit_default_probability",
+    "Predicted probability of default",
     buckets=tuple(round(x, 2) for x in np.arange(0.05, 1.0001, 0.05)),
 )
 

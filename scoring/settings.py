@@ -55,6 +55,8 @@ class Settings:
     """Adaptive batching: most rows merged into one model call."""
     max_latency_ms: int = 200
     """Adaptive batching: latency bound; requests that cannot meet it are shed with 503."""
+    trace_scoring: bool = False
+    """true = OpenTelemetry spans for /predict and /predict_compact too (costly; see README)."""
     access_log: bool = False
     """true = one log line per request (BentoML's access log); off by default for speed."""
 
