@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
@@ -35,6 +36,7 @@ BUILD = ROOT / ".build"
 CLIENTS = (8, 32, 64)
 BATCH_ROWS = 500
 BATCH_CLIENTS = 4
+OVERLOAD_CLIENTS = 256
 
 WRK_SCRIPT = """
 local bodies = {}
@@ -47,7 +49,20 @@ request = function()
   i = i % #bodies + 1
   return wrk.format("POST", path, {["Content-Type"] = "application/json"}, bodies[i])
 end
+statuses = {}
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+if os.getenv("WRK_COUNT_STATUS") then
+  response = function(status, headers, body)
+    statuses[status] = (statuses[status] or 0) + 1
+  end
+end
 done = function(summary, latency, requests)
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("statuses")) do
+      io.write(string.format("WRK_STATUS %d %d\\n", status, count))
+    end
+  end
   local e = summary.errors
   io.write(string.format(
     'WRK_JSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, '
@@ -69,7 +84,9 @@ class Measurement:
     errors: int
 
 
-def wrk(url: str, bodies: Path, clients: int, duration: float, rows: int) -> dict:
+def wrk(
+    url: str, bodies: Path, clients: int, duration: float, rows: int, count_status: bool = False
+) -> dict:
     script = BUILD / "bench.lua"
     script.write_text(WRK_SCRIPT)
     host, path = url.split("/", 3)[2], "/" + url.split("/", 3)[3]
@@ -87,12 +104,25 @@ def wrk(url: str, bodies: Path, clients: int, duration: float, rows: int) -> dic
         ],
         capture_output=True,
         text=True,
-        env={**os.environ, "WRK_PATH": path, "WRK_BODIES": str(bodies)},
+        env={
+            **os.environ,
+            "WRK_PATH": path,
+            "WRK_BODIES": str(bodies),
+            **({"WRK_COUNT_STATUS": "1"} if count_status else {}),
+        },
         check=True,
     )
     line = next(x for x in result.stdout.splitlines() if x.startswith("WRK_JSON"))
     stats = json.loads(line.removeprefix("WRK_JSON "))
     seconds = stats["duration_us"] / 1e6
+    if count_status:
+        stats["statuses"] = {
+            int(code): int(count)
+            for _, code, count in (
+                x.split() for x in result.stdout.splitlines() if x.startswith("WRK_STATUS")
+            )
+        }
+        return stats
     return {
         "requests_per_s": stats["requests"] / seconds,
         "rows_per_s": stats["requests"] * rows / seconds,
@@ -100,6 +130,36 @@ def wrk(url: str, bodies: Path, clients: int, duration: float, rows: int) -> dic
         "p99_ms": stats["p99_us"] / 1000,
         "errors": stats["status_errors"] + stats["socket_errors"],
     }
+
+
+def overload(url: str, bodies: Path, duration: float) -> str:
+    """Far more clients than the server sustains: answers must be 2xx, 429 or 503 only, with no
+    socket error or timeout, and a request must be served normally within 5 s after."""
+    stats = wrk(url, bodies, OVERLOAD_CLIENTS, duration, 1, count_status=True)
+    statuses = stats["statuses"]
+    unexpected = {s: n for s, n in statuses.items() if not (200 <= s < 300 or s in (429, 503))}
+    stopped = time.monotonic()
+    recovered = None
+    body = bodies.read_text().splitlines()[0].encode()
+    headers = {"Content-Type": "application/json"}
+    while time.monotonic() - stopped < 30:
+        started = time.monotonic()
+        try:
+            request = urllib.request.Request(url, data=body, headers=headers)
+            with urllib.request.urlopen(request, timeout=5) as response:
+                ok = response.status == 200 and time.monotonic() - started < 0.05
+        except OSError:
+            ok = False
+        if ok:
+            recovered = round(time.monotonic() - stopped, 2)
+            break
+        time.sleep(0.1)
+    passed = not unexpected and stats["socket_errors"] == 0 and recovered is not None
+    verdict = "PASS" if passed and recovered <= 5 else "FAIL"
+    return (
+        f"{verdict}: statuses {dict(sorted(statuses.items()))}, socket errors and timeouts "
+        f"{stats['socket_errors']}, served normally again {recovered} s after the load stopped"
+    )
 
 
 def write_bodies(path: Path, bodies: list[dict]) -> Path:
@@ -263,6 +323,7 @@ def main() -> int:
         ),
     }
     results: list[Measurement] = []
+    overload_report = ""
     for name, start in servers(env, model_file, work).items():
         if name in args.skip:
             continue
@@ -280,8 +341,13 @@ def main() -> int:
                 Measurement(name, f"{BATCH_ROWS} rows x {BATCH_CLIENTS} clients", **stats)
             )
             print(f"   {results[-1]}", flush=True)
+            if name == "this service":
+                overload_report = overload(url, one, args.duration)
+                print(f"   overload: {overload_report}", flush=True)
     ceiling = in_process_rows_per_s(model_file, records[:BATCH_ROWS], threads=2)
     report = render(results, ceiling, tag, n_features, args.duration)
+    if overload_report:
+        report += f"\nOverload ({OVERLOAD_CLIENTS} clients): {overload_report}\n"
     print(report)
     (ROOT / "loadtest" / "reports").mkdir(exist_ok=True)
     (ROOT / "loadtest" / "reports" / "bench.json").write_text(
