@@ -23,6 +23,7 @@ import lightgbm as lgb
 import numpy as np
 from pydantic import AfterValidator, BaseModel, Field
 
+from scoring import batching
 from scoring.bento_store import BOOSTER_FILE
 from scoring.errors_http import install_error_handling
 from scoring.features import (
@@ -40,6 +41,7 @@ from scoring.version_app import VERSION, version_app
 
 log = logging.getLogger("bentoml.credit_scoring")
 
+batching.install()
 SETTINGS = Settings.from_env()
 SCORING_ROUTES = ("/predict", "/predict_compact")
 INLINE_ROWS = 64  # batches below this are scored on the event loop, larger ones in a thread

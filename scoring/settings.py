@@ -51,7 +51,7 @@ class Settings:
     """Largest batch of applications one request may carry (422 above it)."""
     max_body_bytes: int = 8 * 1024 * 1024
     """Largest request body (413 above it)."""
-    max_batch_size: int = 256
+    max_batch_size: int = 2048
     """Adaptive batching: most rows merged into one model call."""
     max_latency_ms: int = 200
     """Adaptive batching: latency bound; requests that cannot meet it are shed with 503."""
