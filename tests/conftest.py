@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,9 +26,11 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 from tests.servers import free_port, running  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def bentoml_home() -> Path:
-    return _SESSION_HOME
+@pytest.fixture(scope="session", autouse=True)
+def bentoml_home() -> Iterator[Path]:
+    """The session's Bento home; removed at the end so no run leaves model stores behind."""
+    yield _SESSION_HOME
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
