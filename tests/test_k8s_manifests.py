@@ -1,127 +1,325 @@
-"""The Kubernetes base renders with `kubectl kustomize`, validates against the Kubernetes
-schemas offline, and follows the deployment policy."""
+"""The Kubernetes base (env/k8s) renders with `kubectl kustomize`, validates offline against the
+Kubernetes JSON schemas, and follows the deployment policy. No cluster, no network."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+from collections import Counter
+from dataclasses import fields
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
-from kubernetes_validate.utils import latest_version
 
-from tests.servers import ROOT
+from scoring.settings import PREFIX, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = "env/k8s"
+KINDS = ("ConfigMap", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service")
+BENTOML_UID = 1034
 
 
 @pytest.fixture(scope="module")
 def rendered() -> list[dict]:
-    if shutil.which("kubectl") is None:
-        pytest.skip("kubectl is not on the PATH: cannot render the kustomize base")
-    output = subprocess.run(
-        ["kubectl", "kustomize", str(ROOT / "env" / "k8s")],
-        capture_output=True, text=True, check=True, timeout=60,
-    ).stdout  # fmt: skip
-    return [doc for doc in yaml.safe_load_all(output) if doc]
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not on the PATH: it renders the kustomize base")
+    result = subprocess.run(
+        [kubectl, "kustomize", BASE],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"kubectl kustomize {BASE} failed:\n{result.stderr}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def name_of(obj: dict) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
 
 
 def one(rendered: list[dict], kind: str) -> dict:
+    """The single rendered object of `kind`; fails naming what was rendered otherwise."""
     found = [obj for obj in rendered if obj["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind}, rendered {len(found)}"
+    assert len(found) == 1, (
+        f"expected exactly one {kind}, rendered {len(found)}: {[name_of(o) for o in rendered]}"
+    )
     return found[0]
 
 
-def pod_spec(rendered: list[dict]) -> dict:
-    return one(rendered, "Deployment")["spec"]["template"]["spec"]
+def pod_template(rendered: list[dict]) -> dict:
+    return one(rendered, "Deployment")["spec"]["template"]
 
 
-def test_base_renders_deployment_service_hpa_pdb_and_configmap(rendered):
-    kinds = sorted(obj["kind"] for obj in rendered)
-    assert kinds == sorted(
-        ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]
+def containers(rendered: list[dict]) -> list[dict]:
+    spec = pod_template(rendered)["spec"]
+    found = spec.get("initContainers", []) + spec["containers"]
+    assert found, "the Deployment's pod template has no containers"
+    return found
+
+
+def cpu_cores(quantity: str | int | float) -> float:
+    text = str(quantity)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def effective_security_context(rendered: list[dict], container: dict) -> dict:
+    """Pod-level settings, overridden by the container's own (as the kubelet applies them)."""
+    return {
+        **pod_template(rendered)["spec"].get("securityContext", {}),
+        **container.get("securityContext", {}),
+    }
+
+
+def pre_stop_sleep_s(container: dict) -> int:
+    pre_stop = container.get("lifecycle", {}).get("preStop")
+    assert pre_stop, f"container {container['name']} has no preStop hook"
+    if "sleep" in pre_stop:  # the Kubernetes 1.30+ sleep action
+        return int(pre_stop["sleep"]["seconds"])
+    command = pre_stop.get("exec", {}).get("command", [])
+    assert command[:1] == ["sleep"], (
+        f"container {container['name']}: preStop should be `sleep <seconds>`, is {pre_stop}"
     )
+    assert len(command) == 2, f"container {container['name']}: preStop {command}"
+    return int(command[1])
 
 
-def test_every_object_validates_against_the_kubernetes_schemas(rendered):
-    version = latest_version()
+def request_timeout_s() -> int:
+    """The longest request BentoML lets run: `traffic={"timeout": N}` in service.py."""
+    match = re.search(r'traffic=\{"timeout":\s*(\d+)', (ROOT / "service.py").read_text())
+    assert match, 'service.py no longer sets traffic={"timeout": N}: update this test'
+    return int(match.group(1))
+
+
+def test_base_renders_one_each_of_deployment_service_hpa_pdb_and_configmap(rendered):
+    kinds = Counter(obj["kind"] for obj in rendered)
+    assert kinds == Counter(KINDS), f"rendered kinds {dict(kinds)}, expected one each of {KINDS}"
+
+
+def test_every_object_validates_against_the_newest_kubernetes_schemas_offline(rendered):
+    version = kubernetes_validate.latest_version()
+    errors = []
     for obj in rendered:
-        kubernetes_validate.validate(obj, version, strict=True)
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            path = ".".join(str(part) for part in error.path)
+            errors.append(f"{name_of(obj)}: {path}: {error.message}")
+        except kubernetes_validate.SchemaNotFoundError as error:
+            errors.append(f"{name_of(obj)}: {error.message}")
+    assert not errors, f"invalid against Kubernetes {version} schemas:\n" + "\n".join(errors)
 
 
-def test_probes_hit_readyz_and_livez(rendered):
-    (container,) = pod_spec(rendered)["containers"]
-    assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+@pytest.mark.parametrize(
+    ("probe", "path"),
+    [("startupProbe", "/readyz"), ("livenessProbe", "/livez"), ("readinessProbe", "/readyz")],
+)
+def test_every_container_probes_the_service_health_endpoint(rendered, probe, path):
+    for container in pod_template(rendered)["spec"]["containers"]:
+        assert probe in container, f"container {container['name']} has no {probe}"
+        http_get = container[probe].get("httpGet", {})
+        assert http_get.get("path") == path, (
+            f"container {container['name']}: {probe} gets {http_get.get('path')}, not {path}"
+        )
+        ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+        port = ports.get(http_get["port"], http_get["port"])
+        assert port == 3000, f"container {container['name']}: {probe} port {port}, not 3000"
 
 
-def test_resource_requests_equal_limits(rendered):
-    (container,) = pod_spec(rendered)["containers"]
-    resources = container["resources"]
-    assert set(resources["limits"]) == {"cpu", "memory"}
-    assert resources["requests"] == resources["limits"]
+def test_every_container_limits_cpu_and_memory_at_its_requests(rendered):
+    for container in containers(rendered):
+        resources = container.get("resources", {})
+        limits, requests = resources.get("limits", {}), resources.get("requests", {})
+        assert {"cpu", "memory"} <= limits.keys(), (
+            f"container {container['name']} lacks cpu/memory limits: {limits}"
+        )
+        assert requests == limits, (
+            f"container {container['name']}: requests {requests} != limits {limits} "
+            "(Guaranteed QoS needs them equal)"
+        )
 
 
-def test_lightgbm_threads_times_workers_match_the_cpu_limit(rendered):
-    (container,) = pod_spec(rendered)["containers"]
+def test_lightgbm_threads_times_workers_equal_the_cpu_limit(rendered):
     settings = one(rendered, "ConfigMap")["data"]
-    cpus = float(container["resources"]["limits"]["cpu"])
-    assert int(settings["SCORING_WORKERS"]) * int(settings["SCORING_LGBM_THREADS"]) == cpus
-
-
-def test_pod_runs_non_root_read_only_without_capabilities(rendered):
-    spec = pod_spec(rendered)
-    (container,) = spec["containers"]
-    assert spec["securityContext"]["runAsNonRoot"] is True
-    context = container["securityContext"]
-    assert context["readOnlyRootFilesystem"] is True
-    assert context["allowPrivilegeEscalation"] is False
-    assert context["capabilities"]["drop"] == ["ALL"]
-
-
-def test_tmp_is_a_writable_empty_dir(rendered):
-    spec = pod_spec(rendered)
-    (container,) = spec["containers"]
-    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
-    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
-    assert "emptyDir" in volume
-
-
-def test_image_is_pinned_not_latest(rendered):
-    (container,) = pod_spec(rendered)["containers"]
-    image = container["image"]
-    assert "@sha256:" in image or (
-        ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest")
+    (container,) = pod_template(rendered)["spec"]["containers"]
+    cpus = cpu_cores(container["resources"]["limits"]["cpu"])
+    workers = int(settings["SCORING_WORKERS"])
+    threads = int(settings["SCORING_LGBM_THREADS"])
+    assert workers * threads == cpus, (
+        f"{workers} workers x {threads} LightGBM threads != CPU limit {cpus}: "
+        "threads beyond the CFS quota get throttled"
     )
 
 
-def test_pre_stop_pause_fits_in_the_termination_grace_period(rendered):
-    spec = pod_spec(rendered)
-    (container,) = spec["containers"]
-    command = container["lifecycle"]["preStop"]["exec"]["command"]
-    assert command[0] == "sleep"
-    assert spec["terminationGracePeriodSeconds"] > int(command[1]) + 30  # + traffic timeout
+def test_config_map_sets_only_known_scoring_settings(rendered):
+    known = {PREFIX + field.name.upper() for field in fields(Settings)}
+    unknown = one(rendered, "ConfigMap")["data"].keys() - known
+    assert not unknown, f"settings.env sets {sorted(unknown)}, which the service never reads"
 
 
-def test_prometheus_scrape_annotations_point_at_metrics(rendered):
-    annotations = one(rendered, "Deployment")["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/scrape"] == "true"
-    assert annotations["prometheus.io/path"] == "/metrics"
-    assert annotations["prometheus.io/port"] == "3000"
+def test_config_map_settings_pass_the_service_start_up_validation(rendered):
+    data = one(rendered, "ConfigMap")["data"]
+    try:
+        Settings.from_env(data)
+    except ValueError as error:
+        pytest.fail(f"the service would refuse to start with settings.env: {error}")
 
 
-def test_config_map_hpa_service_and_pdb_point_at_the_deployment(rendered):
+def test_threshold_override_is_unset_so_the_model_label_rules(rendered):
+    data = one(rendered, "ConfigMap")["data"]
+    assert "SCORING_THRESHOLD" not in data, (
+        f"settings.env overrides the threshold by default: {data['SCORING_THRESHOLD']!r}"
+    )
+
+
+def test_every_container_runs_as_the_non_root_bentoml_user(rendered):
+    for container in containers(rendered):
+        context = effective_security_context(rendered, container)
+        assert context.get("runAsNonRoot") is True, f"{container['name']}: runAsNonRoot not true"
+        assert context.get("runAsUser") == BENTOML_UID, (
+            f"{container['name']}: runAsUser {context.get('runAsUser')}, not {BENTOML_UID}"
+        )
+
+
+def test_every_container_has_a_read_only_root_filesystem(rendered):
+    for container in containers(rendered):
+        context = container.get("securityContext", {})
+        assert context.get("readOnlyRootFilesystem") is True, (
+            f"container {container['name']}: readOnlyRootFilesystem is not true"
+        )
+
+
+def test_every_container_drops_all_capabilities(rendered):
+    for container in containers(rendered):
+        dropped = container.get("securityContext", {}).get("capabilities", {}).get("drop", [])
+        assert "ALL" in dropped, f"container {container['name']} drops {dropped}, not ALL"
+
+
+def test_no_container_can_escalate_privileges(rendered):
+    for container in containers(rendered):
+        context = container.get("securityContext", {})
+        assert context.get("allowPrivilegeEscalation") is False, (
+            f"container {container['name']}: allowPrivilegeEscalation is not false"
+        )
+
+
+def test_every_container_uses_the_runtime_default_seccomp_profile(rendered):
+    for container in containers(rendered):
+        profile = effective_security_context(rendered, container).get("seccompProfile", {})
+        assert profile.get("type") == "RuntimeDefault", (
+            f"container {container['name']}: seccompProfile {profile}"
+        )
+
+
+def test_every_container_mounts_tmp_from_an_empty_dir(rendered):
+    volumes = {v["name"]: v for v in pod_template(rendered)["spec"].get("volumes", [])}
+    for container in pod_template(rendered)["spec"]["containers"]:
+        mounts = [m for m in container.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
+        assert mounts, f"container {container['name']} mounts nothing at /tmp"
+        volume = volumes.get(mounts[0]["name"], {})
+        assert "emptyDir" in volume, f"/tmp of {container['name']} is not an emptyDir: {volume}"
+        assert not mounts[0].get("readOnly"), f"/tmp of {container['name']} is read-only"
+
+
+def test_no_image_is_untagged_or_latest(rendered):
+    for container in containers(rendered):
+        image = container["image"]
+        if "@sha256:" in image:
+            continue
+        last = image.rsplit("/", 1)[-1]
+        assert ":" in last, f"container {container['name']}: image {image} has no tag"
+        assert last.rsplit(":", 1)[1] != "latest", (
+            f"container {container['name']}: image {image} uses the moving `latest` tag"
+        )
+
+
+def test_pods_carry_prometheus_scrape_annotations_for_metrics(rendered):
+    annotations = pod_template(rendered)["metadata"].get("annotations", {})
+    expected = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "3000",
+        "prometheus.io/path": "/metrics",
+    }
+    actual = {key: annotations.get(key) for key in expected}
+    assert actual == expected, f"pod template annotations {annotations}"
+
+
+def test_every_container_pauses_in_pre_stop_before_sigterm(rendered):
+    for container in pod_template(rendered)["spec"]["containers"]:
+        assert pre_stop_sleep_s(container) > 0, f"container {container['name']}: no pause"
+
+
+def test_grace_period_covers_the_pre_stop_pause_and_the_longest_request(rendered):
+    spec = pod_template(rendered)["spec"]
+    grace = spec.get("terminationGracePeriodSeconds", 30)
+    for container in spec["containers"]:
+        needed = pre_stop_sleep_s(container) + request_timeout_s()
+        assert grace > needed, (
+            f"terminationGracePeriodSeconds {grace} <= preStop pause + request timeout "
+            f"({needed} s): in-flight requests of {container['name']} would be killed"
+        )
+
+
+def test_hpa_scales_the_rendered_deployment(rendered):
     deployment = one(rendered, "Deployment")
-    (container,) = pod_spec(rendered)["containers"]
-    config_map = one(rendered, "ConfigMap")["metadata"]["name"]
-    assert container["envFrom"][0]["configMapRef"]["name"] == config_map
-    assert (
-        one(rendered, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"]
-        == (deployment["metadata"]["name"])
+    target = one(rendered, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]
+    assert (target["apiVersion"], target["kind"], target["name"]) == (
+        deployment["apiVersion"],
+        "Deployment",
+        deployment["metadata"]["name"],
+    ), f"HPA targets {target}, not {name_of(deployment)}"
+
+
+def test_deployment_leaves_the_replica_count_to_the_hpa(rendered):
+    spec = one(rendered, "Deployment")["spec"]
+    assert "replicas" not in spec, (
+        f"Deployment sets replicas: {spec['replicas']}; every apply would reset the HPA's count"
     )
-    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
-    for kind in ("Service", "PodDisruptionBudget"):
-        obj = one(rendered, kind)
-        selector = obj["spec"]["selector"]
-        selector = selector.get("matchLabels", selector)
-        assert selector.items() <= pod_labels.items(), kind
+
+
+def test_rolling_update_never_drops_below_serving_capacity(rendered):
+    strategy = one(rendered, "Deployment")["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0, strategy
+
+
+def test_deployment_reads_settings_from_the_rendered_config_map(rendered):
+    config_map = one(rendered, "ConfigMap")["metadata"]["name"]
+    for container in pod_template(rendered)["spec"]["containers"]:
+        referenced = [
+            source["configMapRef"]["name"]
+            for source in container.get("envFrom", [])
+            if "configMapRef" in source
+        ]
+        assert referenced == [config_map], (
+            f"container {container['name']} reads ConfigMaps {referenced}, "
+            f"the base renders {config_map}"
+        )
+
+
+def test_service_selects_the_pod_template_labels(rendered):
+    selector = one(rendered, "Service")["spec"].get("selector", {})
+    labels = pod_template(rendered)["metadata"].get("labels", {})
+    assert selector, "the Service has no selector"
+    assert selector.items() <= labels.items(), f"Service selector {selector}, pod labels {labels}"
+
+
+def test_service_targets_the_containers_http_port(rendered):
+    (port,) = one(rendered, "Service")["spec"]["ports"]
+    (container,) = pod_template(rendered)["spec"]["containers"]
+    ports = {p.get("name"): p["containerPort"] for p in container["ports"]}
+    target = ports.get(port["targetPort"], port["targetPort"])
+    assert (port["port"], target) == (80, 3000), f"Service port {port}, container ports {ports}"
+
+
+def test_pdb_selects_the_pod_template_labels(rendered):
+    selector = one(rendered, "PodDisruptionBudget")["spec"]["selector"].get("matchLabels", {})
+    labels = pod_template(rendered)["metadata"].get("labels", {})
+    assert selector, "the PodDisruptionBudget has no matchLabels"
+    assert selector.items() <= labels.items(), f"PDB selector {selector}, pod labels {labels}"
