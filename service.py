@@ -112,6 +112,11 @@ IMAGE = bentoml.images.Image(
     distro="prebuilt",
     python_version="3.11",
     lock_python_packages=False,
+).run(
+    # BentoML creates these under its home at start-up; made at build time, they let the
+    # container run with a read-only root filesystem (runtime writes go to /tmp).
+    "mkdir -p /home/bentoml/bentos /home/bentoml/models /home/bentoml/envs /home/bentoml/tmp"
+    " && chown -R bentoml:bentoml /home/bentoml"
 )
 
 
