@@ -11,6 +11,7 @@ GET  /livez /readyz /metrics   BentoML's probes and Prometheus metrics
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import logging
@@ -44,6 +45,13 @@ log = logging.getLogger("bentoml.credit_scoring")
 batching.install()
 SETTINGS = Settings.from_env()
 SCORING_ROUTES = ("/predict", "/predict_compact")
+# Both scoring forms share BentoML's adaptive batching, with the same bounds.
+batched_api = functools.partial(
+    bentoml.api,
+    batchable=True,
+    max_batch_size=SETTINGS.max_batch_size,
+    max_latency_ms=SETTINGS.max_latency_ms,
+)
 INLINE_ROWS = 64  # batches below this are scored on the event loop, larger ones in a thread
 # The schema comes from the model's own signature, read from the store's model.yaml (cheap).
 _MODEL_INFO = bentoml.models.get(SETTINGS.model_tag).info
@@ -227,22 +235,12 @@ class CreditScoring:
             for p, r in zip(probabilities, rejected, strict=True)
         ]
 
-    @bentoml.api(
-        route="/predict",
-        batchable=True,
-        max_batch_size=SETTINGS.max_batch_size,
-        max_latency_ms=SETTINGS.max_latency_ms,
-    )
+    @batched_api(route="/predict")
     async def predict(self, applications: Applications) -> list[Prediction]:
         """Score applications: probability of default and approve/reject at the threshold."""
         return self._decide(await self._probabilities(applications))
 
-    @bentoml.api(
-        route="/predict_compact",
-        batchable=True,
-        max_batch_size=SETTINGS.max_batch_size,
-        max_latency_ms=SETTINGS.max_latency_ms,
-    )
+    @batched_api(route="/predict_compact")
     async def predict_compact(self, table: CompactApplications) -> list[Prediction]:
         """The same scoring, for heavy clients: column names once, then rows of values."""
         return self._decide(await self._probabilities(table))
