@@ -298,6 +298,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run")
     parser.add_argument("--skip", action="append", default=[], help="server name to skip")
     args = parser.parse_args()
+    if shutil.which("wrk") is None and os.geteuid() == 0:
+        subprocess.run("apt-get update -qq && apt-get install -y -qq wrk", shell=True, check=False)
     if shutil.which("wrk") is None:
         sys.exit("bench: wrk is missing; install it: apt-get install -y wrk")
     BUILD.mkdir(exist_ok=True)
