@@ -24,6 +24,7 @@ pick_engine() {
 default_ulimits = ["nofile=$(ulimit -Hn):$(ulimit -Hn)", "nproc=32768:32768"]
 [engine]
 runtime = "runc"
+tmp_dir = "$ENGINE_DIR/tmp"
 CONF
   cat > "$ENGINE_DIR/storage.conf" <<CONF
 [storage]

@@ -23,6 +23,11 @@ from tests.service_helpers import reference_probabilities
 pytestmark = pytest.mark.container
 
 IMAGE = "localhost/credit-scoring-service:test"
+# Unique container names: another podman user on the machine may share the engine's locks.
+RUN_ID = f"{os.getpid()}-{int(time.time()) % 100000}"
+MAIN, OVERRIDE, SIGTERM = (
+    f"credit-scoring-{role}-{RUN_ID}" for role in ("main", "override", "sigterm")
+)
 
 
 def engine_env(engine_dir: Path) -> dict[str, str]:
@@ -57,8 +62,11 @@ def image(production_model, bentoml_home, tmp_path_factory):
 
 
 def podman(image, *args: str, check: bool = True, timeout: float = 120):
-    return subprocess.run(["podman", *args], env=image["env"], capture_output=True, text=True,
-                          check=check, timeout=timeout)  # fmt: skip
+    result = subprocess.run(["podman", *args], env=image["env"], capture_output=True, text=True,
+                            timeout=timeout)  # fmt: skip
+    if check and result.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)}: exit {result.returncode}: {result.stderr}")
+    return result
 
 
 def run_container(image, name: str, port: int, *extra: str) -> float:
@@ -81,17 +89,17 @@ def run_container(image, name: str, port: int, *extra: str) -> float:
 @pytest.fixture(scope="module")
 def container(image):
     port = free_port()
-    cold_start = run_container(image, "credit-scoring-test", port)
+    cold_start = run_container(image, MAIN, port)
     print(f"\ncold start to /readyz: {cold_start:.1f} s")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        podman(image, "rm", "-f", "-t", "5", "credit-scoring-test", check=False)
+        podman(image, "rm", "-f", "-t", "5", MAIN, check=False)
 
 
 def test_container_runs_as_non_root_without_compilers(image, container):
-    assert podman(image, "exec", "credit-scoring-test", "id", "-u").stdout.strip() == "1034"
-    probe = podman(image, "exec", "credit-scoring-test", "sh", "-c",
+    assert podman(image, "exec", MAIN, "id", "-u").stdout.strip() == "1034"
+    probe = podman(image, "exec", MAIN, "sh", "-c",
                    "command -v gcc || command -v cc", check=False)  # fmt: skip
     assert probe.returncode != 0, probe.stdout
 
@@ -141,18 +149,18 @@ def test_bad_request_gets_its_400_from_inside_the_container(container):
 
 def test_threshold_override_from_the_environment_needs_no_rebuild(image):
     port = free_port()
-    run_container(image, "credit-scoring-override", port, "-e", "SCORING_THRESHOLD=0.5")
+    run_container(image, OVERRIDE, port, "-e", "SCORING_THRESHOLD=0.5")
     try:
         version = requests.get(f"http://127.0.0.1:{port}/version", timeout=10).json()
         assert version["threshold"] == 0.5
         assert version["threshold_origin"] == "override SCORING_THRESHOLD"
     finally:
-        podman(image, "rm", "-f", "-t", "5", "credit-scoring-override", check=False)
+        podman(image, "rm", "-f", "-t", "5", OVERRIDE, check=False)
 
 
 def test_sigterm_under_load_fails_no_in_flight_request(image, demo_rows):
     port = free_port()
-    run_container(image, "credit-scoring-sigterm", port)
+    run_container(image, SIGTERM, port)
     url = f"http://127.0.0.1:{port}/predict"
     signalled = threading.Event()
     failures: list[str] = []
@@ -177,16 +185,16 @@ def test_sigterm_under_load_fails_no_in_flight_request(image, demo_rows):
             time.sleep(2)
             signalled.set()
             started = time.monotonic()
-            stop = podman(image, "stop", "-t", "30", "credit-scoring-sigterm", timeout=60)
+            stop = podman(image, "stop", "-t", "30", SIGTERM, timeout=60)
             stopped_after = time.monotonic() - started
         assert stop.returncode == 0
         assert stopped_after < 30, f"took {stopped_after:.1f} s: killed, not drained"
         assert failures == []
-        state = podman(image, "inspect", "credit-scoring-sigterm", "--format",
+        state = podman(image, "inspect", SIGTERM, "--format",
                        "{{.State.ExitCode}}").stdout.strip()  # fmt: skip
         assert state in ("0", "143"), f"exit code {state}"
     finally:
-        podman(image, "rm", "-f", "credit-scoring-sigterm", check=False)
+        podman(image, "rm", "-f", SIGTERM, check=False)
 
 
 def test_oci_archive_loads_back_as_an_image(image):
