@@ -1,70 +1,134 @@
 #!/usr/bin/env bash
-# The one command that builds the OCI image: Bento, then `bentoml containerize`.
-#   bash env/build_image.sh                    # local base image from Debian's packages
-#   BASE_IMAGE=python:3.11-slim-bookworm-with-uv bash env/build_image.sh   # your own base
-#   EXPORT=image.oci.tar bash env/build_image.sh   # also write an oci-archive for clusters
-# Uses docker where an engine answers, otherwise podman (installed from Debian if missing).
-# The model comes from the Bento store in $BENTOML_HOME (run import_model.py first).
+# The one command that builds the service's OCI image: the Bento (`bentoml build`), then
+# `bentoml containerize`. The model is the newest `credit_scoring` in the Bento store of
+# $BENTOML_HOME (import_model.py puts it there); build and containerize both use that home.
+#
+#   bash env/build_image.sh                          # -> credit-scoring-service:<git short sha>
+#   bash env/build_image.sh --export image.oci.tar   # also an oci-archive (or EXPORT=path)
+#   BASE_IMAGE=registry.example/python-uv:3.11-bookworm bash env/build_image.sh   # other base
+#   IMAGE=credit-scoring-service:candidate bash env/build_image.sh                # other tag
+#
+# Docker is used where `docker info` answers, otherwise podman (with runc, buildah and
+# debootstrap installed from Debian's packages when missing and running as root), configured
+# privately under ENGINE_DIR (default .build/containers). Without BASE_IMAGE the base image
+# is built from Debian's packages by env/base_image.sh; a BASE_IMAGE must carry Python 3.11,
+# uv and libgomp1 (and UV_SYSTEM_CERTS=1 where PyPI sits behind a TLS-intercepting proxy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source env/containers.sh
-pick_engine
 started=$(date +%s)
-export BENTOML_DO_NOT_TRACK=true
-BENTOML=.venv/bin/bentoml
-revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || revision="$revision-dirty"
-source_url=$(git remote get-url origin 2>/dev/null || echo "")
-created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-IMAGE=${IMAGE:-localhost/credit-scoring-service:$(git rev-parse --short HEAD 2>/dev/null || echo dev)}
 
-bentofile=bentofile.yaml
-if [ -n "${BASE_IMAGE:-}" ]; then
-  # One setting swaps the base (it must carry Python 3.11, uv and libgomp1).
-  mkdir -p .build
-  sed "s|^  base_image: .*|  base_image: $BASE_IMAGE|" bentofile.yaml > .build/bentofile.yaml
-  bentofile=.build/bentofile.yaml
-elif [ "$ENGINE" = podman ]; then
-  bash env/base_image.sh
+fail() {
+  echo "env/build_image.sh: $*" >&2
+  exit 1
+}
+usage() { sed -n '2,15s/^# \{0,1\}//p' "$0"; }
+
+export_path=${EXPORT:-}
+while [ $# -gt 0 ]; do
+  case $1 in
+    --export) export_path=${2:?--export needs a path}; shift 2 ;;
+    --export=*) export_path=${1#--export=}; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; fail "unknown argument $1" ;;
+  esac
+done
+[ -x .venv/bin/bentoml ] || fail ".venv is missing: run bash env/setup.sh"
+BENTOML=.venv/bin/bentoml
+export BENTOML_DO_NOT_TRACK=true DO_NOT_TRACK=true
+export BENTOML_HOME=${BENTOML_HOME:-$HOME/bentoml}
+
+source env/containers.sh
+pick_engine || fail "no container engine available (see above)"
+if [ "$ENGINE" = podman ]; then
+  echo "engine: podman (configuration and storage in $ENGINE_DIR)"
+else
+  echo "engine: $ENGINE"
 fi
 
-printf '{"revision": "%s", "build_time": "%s", "source": "%s"}\n' \
-  "$revision" "$created" "$source_url" > build_info.json
-trap 'rm -f build_info.json' EXIT
-bento=$($BENTOML build -f "$bentofile" --output tag . | sed -n 's/^__tag__://p')
-labels=$(.venv/bin/python - <<PY
-import json, bentoml
-m = bentoml.models.get("credit_scoring:latest")
-print(json.dumps([str(m.tag), m.info.labels["run_id"], m.info.labels["threshold"]]))
+# The model: its tag, run_id and threshold become image labels.
+model=$(.venv/bin/python - <<'PY'
+import bentoml
+
+try:
+    info = bentoml.models.get("credit_scoring:latest").info
+except bentoml.exceptions.NotFound:
+    raise SystemExit(1) from None
+print(info.tag, info.labels.get("run_id", ""), info.labels.get("threshold", ""), sep="\t")
 PY
-)
-model_tag=$(echo "$labels" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)[0])')
-run_id=$(echo "$labels" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)[1])')
-threshold=$(echo "$labels" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)[2])')
+) || fail "no credit_scoring model in the Bento store $BENTOML_HOME: run import_model.py first"
+IFS=$'\t' read -r model_tag run_id threshold <<<"$model"
+
+revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+  revision="$revision-dirty"
+fi
+short=$(git rev-parse --short HEAD 2>/dev/null || echo dev)
+[[ $revision != *-dirty ]] || short="$short-dirty" # never under a clean commit's tag
+# A remote URL may carry credentials (https://user:token@host/...): keep them out of the image.
+source_url=$(git remote get-url origin 2>/dev/null | sed -E 's#//[^/@]*@#//#' || true)
+created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+IMAGE=${IMAGE:-credit-scoring-service:$short}
+
+# The base image: built here from Debian's packages, or BASE_IMAGE through a copy of the
+# bentofile with only docker.base_image replaced.
+bentofile=bentofile.yaml
+base=$(sed -n 's/^  base_image: *//p' bentofile.yaml)
+if [ -n "${BASE_IMAGE:-}" ]; then
+  mkdir -p .build
+  bentofile=.build/bentofile.yaml
+  sed "s|^  base_image: .*|  base_image: $BASE_IMAGE|" bentofile.yaml >"$bentofile"
+  base=$BASE_IMAGE
+else
+  BASE_IMAGE_NAME=$base bash env/base_image.sh || fail "could not build the base image $base"
+fi
+
+# Which build is running, for GET /version; only inside the Bento, not left in the checkout.
+jq_string() { .venv/bin/python -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$1"; }
+trap 'rm -f build_info.json' EXIT
+printf '{"revision": %s, "build_time": %s, "source": %s}\n' "$(jq_string "$revision")" \
+  "$(jq_string "$created")" "$(jq_string "${source_url:-unknown}")" >build_info.json
+bento_started=$(date +%s)
+bento=$($BENTOML build -f "$bentofile" --output tag . | sed -n 's/^__tag__://p') || true
+[ -n "$bento" ] || fail "bentoml build failed"
+rm -f build_info.json
+echo "bento $bento (model $model_tag, run $run_id, threshold $threshold)" \
+  "in $(($(date +%s) - bento_started)) s"
 
 opts=(
+  --opt "label=org.opencontainers.image.title=credit-scoring-service"
+  --opt "label=org.opencontainers.image.description=Credit scoring: LightGBM model served by BentoML"
   --opt "label=org.opencontainers.image.revision=$revision"
   --opt "label=org.opencontainers.image.created=$created"
-  --opt "label=org.opencontainers.image.source=$source_url"
-  --opt "label=org.opencontainers.image.title=credit-scoring-service"
+  --opt "label=org.opencontainers.image.base.name=$base"
   --opt "label=ai.credit-scoring.bento=$bento"
   --opt "label=ai.credit-scoring.model.tag=$model_tag"
   --opt "label=ai.credit-scoring.model.run_id=$run_id"
   --opt "label=ai.credit-scoring.model.threshold=$threshold"
 )
-if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
-  # PyPI may sit behind a TLS-intercepting proxy: the host's CA bundle, at build time only.
-  opts+=(--opt "volume=/etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro")
+[ -z "$source_url" ] || opts+=(--opt "label=org.opencontainers.image.source=$source_url")
+if [ "$ENGINE" = podman ]; then
+  # PyPI may sit behind a TLS-intercepting proxy: the host's CA bundle is mounted for the
+  # build steps only, never copied into the image.
+  ca=/etc/ssl/certs/ca-certificates.crt
+  [ ! -f "$ca" ] || opts+=(--opt "volume=$ca:$ca:ro")
+  # A localhost/ base exists only here; podman would otherwise ask https://localhost/v2/.
+  # (`--opt pull=never` would become `--pull never`, which podman 4 reads as two arguments.)
+  case $base in localhost/*) opts+=(--opt pull-never) ;; esac
 fi
-$BENTOML containerize "$bento" --backend "$ENGINE" --image-tag "$IMAGE" "${opts[@]}"
+image_started=$(date +%s)
+$BENTOML containerize "$bento" --backend "$ENGINE" --image-tag "$IMAGE" "${opts[@]}" ||
+  fail "bentoml containerize failed"
+# podman names a bare tag localhost/NAME; report the name the engine knows.
+image=$($ENGINE image inspect "$IMAGE" --format '{{index .RepoTags 0}}' 2>/dev/null || echo "$IMAGE")
 size=$($ENGINE image inspect "$IMAGE" --format '{{.Size}}')
-echo "built $IMAGE from $bento (model $model_tag, run $run_id, threshold $threshold)"
-echo "image size $((size / 1024 / 1024)) MiB, build time $(( $(date +%s) - started )) s"
-if [ -n "${EXPORT:-}" ]; then
+echo "image $image: $((size / 1000000)) MB; containerize $(($(date +%s) - image_started)) s," \
+  "total $(($(date +%s) - started)) s"
+
+if [ -n "$export_path" ]; then
   if [ "$ENGINE" = podman ]; then
-    podman save --format oci-archive -o "$EXPORT" "$IMAGE"
+    podman save --quiet --format oci-archive -o "$export_path" "$IMAGE"
   else
-    docker save -o "$EXPORT" "$IMAGE"
-  fi
-  echo "exported $EXPORT ($(( $(stat -c %s "$EXPORT") / 1024 / 1024 )) MiB)"
+    docker save -o "$export_path" "$IMAGE"
+  fi || fail "could not export $IMAGE to $export_path"
+  echo "exported $export_path: $(($(stat -c %s "$export_path") / 1000000)) MB"
 fi
