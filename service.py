@@ -15,6 +15,7 @@ import functools
 import gc
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
@@ -24,7 +25,7 @@ import lightgbm as lgb
 import numpy as np
 from pydantic import AfterValidator, BaseModel, Field
 
-from scoring import batching
+from scoring import batching, worker_sockets
 from scoring.bento_store import BOOSTER_FILE
 from scoring.errors_http import install_error_handling
 from scoring.features import (
@@ -44,6 +45,8 @@ log = logging.getLogger("bentoml.credit_scoring")
 
 batching.install()
 SETTINGS = Settings.from_env()
+WORKERS = SETTINGS.worker_count()
+worker_sockets.install(WORKERS, bentoml.server_context.worker_index)
 SCORING_ROUTES = ("/predict", "/predict_compact")
 # Both scoring forms share BentoML's adaptive batching, with the same bounds.
 batched_api = functools.partial(
@@ -132,7 +135,7 @@ IMAGE = bentoml.images.Image(
 @bentoml.service(
     name="credit_scoring",
     image=IMAGE,
-    workers=SETTINGS.workers,
+    workers=WORKERS,
     traffic={"timeout": 30},
     # Per-request log lines cost more than scoring a row; /metrics counts every request.
     logging={"access": {"enabled": SETTINGS.access_log}},
@@ -207,6 +210,12 @@ class CreditScoring:
             },
             "lightgbm_threads": threads,
             "features": len(SPEC.names),
+            # Which process answered: with several workers, each serves its own connections.
+            "worker": {
+                "index": bentoml.server_context.worker_index,
+                "pid": os.getpid(),
+                "of": WORKERS,
+            },
         }
 
     def __is_ready__(self) -> bool:

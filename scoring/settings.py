@@ -45,8 +45,8 @@ class Settings:
     """Decision threshold override, in (0, 1); unset = the model's `threshold` label."""
     lgbm_threads: int = 0
     """LightGBM threads per worker; 0 = available CPUs / workers."""
-    workers: int = 1
-    """HTTP worker processes."""
+    workers: int = 0
+    """HTTP worker processes; 0 = one per available CPU."""
     max_rows_per_request: int = 5000
     """Largest batch of applications one request may carry (422 above it)."""
     max_body_bytes: int = 8 * 1024 * 1024
@@ -79,7 +79,6 @@ class Settings:
         ):
             raise ValueError(f"{PREFIX}THRESHOLD={self.threshold} is outside (0, 1)")
         for name in (
-            "workers",
             "max_rows_per_request",
             "max_body_bytes",
             "max_batch_size",
@@ -87,8 +86,12 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{PREFIX}{name.upper()} must be at least 1")
-        if self.lgbm_threads < 0:
-            raise ValueError(f"{PREFIX}LGBM_THREADS must be 0 (auto) or more")
+        for name in ("workers", "lgbm_threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{PREFIX}{name.upper()} must be 0 (auto) or more")
+
+    def worker_count(self) -> int:
+        return self.workers or available_cpus()
 
     def booster_threads(self) -> int:
-        return self.lgbm_threads or max(1, available_cpus() // self.workers)
+        return self.lgbm_threads or max(1, available_cpus() // self.worker_count())

@@ -24,6 +24,7 @@ NOT_A_CSV = (
     b"Content-Type: text/csv\r\n\r\n\x00\x01garbage\r\n--b--\r\n"
 )
 MAX_BODY = 200_000
+WORKERS = 2
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,7 @@ def server(production_model, bentoml_home, tmp_path_factory):
         "BENTOML_HOME": str(bentoml_home),
         "SCORING_MAX_ROWS_PER_REQUEST": str(MAX_ROWS),
         "SCORING_MAX_BODY_BYTES": str(MAX_BODY),
+        "SCORING_WORKERS": str(WORKERS),
     }
     command = [
         sys.executable,
@@ -95,8 +97,9 @@ def test_concurrent_single_row_requests_are_merged_into_batches(server, demo_row
     assert statuses == [200] * 300
     metrics = requests.get(f"{server}/metrics", timeout=10).text
     pattern = r'adaptive_batch_size_{kind}\{{[^}}]*method_name="predict"[^}}]*\}} ([0-9.e+]+)'
-    batches = float(re.search(pattern.format(kind="count"), metrics).group(1))
-    rows = float(re.search(pattern.format(kind="sum"), metrics).group(1))
+    # One series per worker: add them up.
+    batches = sum(map(float, re.findall(pattern.format(kind="count"), metrics)))
+    rows = sum(map(float, re.findall(pattern.format(kind="sum"), metrics)))
     assert rows >= 300
     assert batches < rows, f"{batches} batches for {rows} rows: no batch held more than one row"
 
@@ -288,3 +291,20 @@ def test_chunked_oversized_body_is_refused_with_413(server, demo_rows):
     assert response.status == 413
     assert json.loads(response.read())["field"] == "body"
     assert_still_serving(server, demo_rows[0])
+
+
+def test_a_burst_of_connections_spreads_over_all_workers(server):
+    """Connections opened all at once (a proxy's pool, wrk) reach every worker; with one shared
+    listening socket the first worker to wake could accept them all."""
+    port = int(server.rsplit(":", 1)[1])
+    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(32)]
+    for connection in connections:
+        connection.connect()
+    pids = set()
+    for connection in connections:
+        connection.request("GET", "/version")
+        body = json.loads(connection.getresponse().read())
+        assert body["worker"]["of"] == WORKERS
+        pids.add(body["worker"]["pid"])
+        connection.close()
+    assert len(pids) == WORKERS, f"32 connections reached only worker pids {pids}"
