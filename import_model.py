@@ -56,6 +56,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, help="decision threshold; overrides MLflow")
     parser.add_argument("--bento-name", default=DEFAULT_MODEL_NAME, help="Bento model name")
     parser.add_argument("--timeout", type=float, default=10.0, help="MLflow request timeout, s")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also store the forest compiled to x86-64 machine code (lleaves; ~1 min for 968 "
+        "trees): the service then scores ~4x faster, with the same probabilities",
+    )
     parser.add_argument("--dry-run", action="store_true", help="show candidates, write nothing")
     args = parser.parse_args(argv)
     if args.tag and "=" not in args.tag:

@@ -16,6 +16,7 @@ import gc
 import json
 import logging
 import os
+import platform
 import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
@@ -25,7 +26,7 @@ import lightgbm as lgb
 import numpy as np
 from pydantic import AfterValidator, BaseModel, Field
 
-from scoring import batching, worker_sockets
+from scoring import batching, compiled, worker_sockets
 from scoring.bento_store import BOOSTER_FILE
 from scoring.errors_http import install_error_handling
 from scoring.features import (
@@ -162,6 +163,9 @@ class CreditScoring:
         self.predict_params = {"num_threads": threads}
         if tuple(self.booster.feature_name()) != SPEC.names:
             raise RuntimeError(f"{self.model_tag}: booster features differ from its signature")
+        # Scoring goes through the compiled forest when the import stored one (and it matches
+        # the booster on probe rows), else through the booster; /explain always uses the booster.
+        self.scorer, self.predictor = self._scorer(Path(model.path))
         # Move start-up objects (model, schema, libraries) out of the collector's reach: full
         # collections then scan only request garbage, which cut p99 spikes under load.
         gc.collect()
@@ -178,9 +182,20 @@ class CreditScoring:
             threads,
         )
 
+    def _scorer(self, model_dir: Path) -> tuple[object, str]:
+        compiled_file = model_dir / compiled.COMPILED_FILE
+        if not compiled_file.exists():
+            return self.booster, f"lightgbm {lgb.__version__} Booster"
+        if platform.machine() != compiled.ARCHITECTURE:
+            log.warning("forest compiled for %s: booster used instead", compiled.ARCHITECTURE)
+            return self.booster, f"lightgbm {lgb.__version__} Booster (compiled forest skipped)"
+        forest = compiled.load_forest(model_dir / BOOSTER_FILE, compiled_file, self.booster)
+        compiled.check_matches_booster(forest, self.booster, compiled.probe_rows(self.booster))
+        return forest, f"compiled forest, {compiled.metadata()['compiler']}"
+
     def _self_test(self) -> bool:
         row = Application.model_validate(EXAMPLE)
-        probability = self.booster.predict(records_to_matrix([row]))
+        probability = self.scorer.predict(records_to_matrix([row]))
         return bool(np.all((probability >= 0) & (probability <= 1)))
 
     def _version(self, threads: int) -> dict:
@@ -209,6 +224,7 @@ class CreditScoring:
                 "bentoml_serving": bentoml.__version__,
             },
             "lightgbm_threads": threads,
+            "predictor": self.predictor,
             "features": len(SPEC.names),
             # Which process answered: with several workers, each serves its own connections.
             "worker": {
@@ -228,8 +244,8 @@ class CreditScoring:
         # loop keeps reading the next requests meanwhile.
         if len(rows) < INLINE_ROWS:
             # One thread: for a few rows, waking OpenMP threads costs more than it saves.
-            return self.booster.predict(rows, num_threads=1)
-        return await asyncio.to_thread(self.booster.predict, rows, **self.predict_params)
+            return self.scorer.predict(rows, num_threads=1)
+        return await asyncio.to_thread(self.scorer.predict, rows, **self.predict_params)
 
     def _decide(self, probabilities: np.ndarray) -> list[Prediction]:
         rejected = probabilities >= self.threshold
@@ -285,7 +301,7 @@ class CreditScoring:
     def predict_file(self, file: ApplicationsFile) -> Path:
         """Score a CSV or Parquet file of applications; the same format comes back with
         `probability_of_default` and `decision` columns added."""
-        probabilities = self.booster.predict(file.matrix, **self.predict_params)
+        probabilities = self.scorer.predict(file.matrix, **self.predict_params)
         frame = file.frame.assign(
             probability_of_default=probabilities,
             decision=[d.decision for d in self._decide(probabilities)],

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import bentoml
 import lightgbm as lgb
 from bentoml.exceptions import NotFound
 
+from scoring import compiled as compiled_forest
+from scoring.errors import UnservableModel
+
 BOOSTER_FILE = "model.txt"
 
 
-def bento_tag(name: str, model_uri: str, threshold: float, model_version: str) -> str:
-    """Deterministic, so importing the same model version with the same threshold is a no-op."""
-    digest = hashlib.sha256(f"{model_uri}|{threshold!r}".encode()).hexdigest()[:10]
+def bento_tag(
+    name: str, model_uri: str, threshold: float, model_version: str, compiled: bool = False
+) -> str:
+    """Deterministic, so importing the same model version with the same threshold (and the same
+    choice of compiling) is a no-op."""
+    key = f"{model_uri}|{threshold!r}" + (f"|{compiled_forest.TARGET_CPU}" if compiled else "")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     prefix = f"v{model_version}" if model_version else "run"
     return f"{name}:{prefix}-{digest}"
 
@@ -27,11 +35,32 @@ def existing(tag: str) -> bentoml.Model | None:
 
 
 def save_booster(
-    tag: str, booster: lgb.Booster, labels: dict[str, str], metadata: dict[str, Any]
+    tag: str,
+    booster: lgb.Booster,
+    labels: dict[str, str],
+    metadata: dict[str, Any],
+    compile_forest: bool = False,
 ) -> bentoml.Model:
     """BentoML writes into a temporary folder and moves it into the store only on success,
-    so an interrupted import leaves no half-written model behind."""
+    so an interrupted import (or a compiled forest that disagrees with the booster) leaves no
+    half-written model behind."""
+    labels = {**labels, "compiled_forest": compiled_forest.TARGET_CPU if compile_forest else "no"}
+    if compile_forest:
+        metadata = {**metadata, "compiled_forest": compiled_forest.metadata()}
     with bentoml.models.create(tag, labels=labels, metadata=metadata) as model:
         # LightGBM's own text format: no pickle, readable by any LightGBM version >= 4.
-        booster.save_model(model.path_of(BOOSTER_FILE))
+        booster_file = Path(model.path_of(BOOSTER_FILE))
+        booster.save_model(booster_file)
+        if compile_forest:
+            _compile_and_check(booster_file, Path(model.path_of(compiled_forest.COMPILED_FILE)))
     return bentoml.models.get(tag)
+
+
+def _compile_and_check(booster_file: Path, out: Path) -> None:
+    try:
+        compiled_forest.compile_forest(booster_file, out)
+        saved = lgb.Booster(model_file=str(booster_file))
+        forest = compiled_forest.load_forest(booster_file, out, saved)
+        compiled_forest.check_matches_booster(forest, saved, compiled_forest.probe_rows(saved))
+    except (RuntimeError, OSError) as error:
+        raise UnservableModel(f"--compile failed: {error}") from error

@@ -108,7 +108,11 @@ def save_to_store(
     """Return (tag, reused): an identical earlier import is reused, not written again."""
     candidate = servable.candidate
     tag = bento_store.bento_tag(
-        args.bento_name, candidate.model_uri, servable.threshold.value, candidate.model_version
+        args.bento_name,
+        candidate.model_uri,
+        servable.threshold.value,
+        candidate.model_version,
+        compiled=args.compile,
     )
     if bento_store.existing(tag) is not None:
         return tag, True
@@ -123,6 +127,10 @@ def save_to_store(
         model_alias=candidate.model_alias,
     )
     bento_store.save_booster(
-        tag, servable.model.booster, provenance.to_labels(), _metadata(servable, redacted_uri)
+        tag,
+        servable.model.booster,
+        provenance.to_labels(),
+        _metadata(servable, redacted_uri),
+        compile_forest=args.compile,
     )
     return tag, False

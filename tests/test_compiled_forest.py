@@ -1,0 +1,126 @@
+"""The compiled forest (scoring/compiled.py, `import_model.py --compile`): real lleaves
+compilation of real LightGBM models, then served by a real `bentoml serve`."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+import bentoml
+import lightgbm as lgb
+import numpy as np
+import pytest
+import requests
+
+import import_model
+from scoring import compiled
+from scoring.bento_store import BOOSTER_FILE
+from scoring.mlflow_demo import TINY, build_demo_store
+from tests.servers import ROOT, free_port, running
+from tests.service_helpers import reference_probabilities
+
+pytestmark = pytest.mark.skipif(
+    platform.machine() != compiled.ARCHITECTURE,
+    reason=f"forests compile for {compiled.ARCHITECTURE}",
+)
+BENTO_NAME = "credit_scoring_compiled"
+
+
+@pytest.fixture(scope="module")
+def compiled_model(tmp_path_factory, bentoml_home) -> str:
+    root = tmp_path_factory.mktemp("compiled-store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    build_demo_store(uri, TINY, artifact_root=root / "artifacts")
+    args = ["--tracking-uri", uri, "--bento-name", BENTO_NAME]
+    assert import_model.main([*args, "--compile"]) == 0
+    compiled_tag = str(bentoml.models.get(f"{BENTO_NAME}:latest").tag)
+    assert import_model.main(args) == 0  # the same version, not compiled: a model of its own
+    assert str(bentoml.models.get(f"{BENTO_NAME}:latest").tag) != compiled_tag
+    return compiled_tag
+
+
+def train(x: np.ndarray, y: np.ndarray) -> lgb.Booster:
+    params = {"objective": "binary", "verbose": -1, "min_data_in_leaf": 5, "num_leaves": 4}
+    return lgb.train(params, lgb.Dataset(x, y), num_boost_round=5)
+
+
+def compile_to(booster: lgb.Booster, folder: Path) -> tuple[Path, Path]:
+    booster_file, forest_file = folder / BOOSTER_FILE, folder / compiled.COMPILED_FILE
+    booster.save_model(booster_file)
+    compiled.compile_forest(booster_file, forest_file)
+    return booster_file, forest_file
+
+
+def test_compiled_import_stores_the_forest_and_says_so(compiled_model):
+    model = bentoml.models.get(compiled_model)
+    assert Path(model.path_of(compiled.COMPILED_FILE)).stat().st_size > 0
+    assert model.info.labels["compiled_forest"] == compiled.TARGET_CPU
+    assert model.info.metadata["compiled_forest"]["target_cpu"] == compiled.TARGET_CPU
+    plain = bentoml.models.get(f"{BENTO_NAME}:latest")
+    assert plain.info.labels["compiled_forest"] == "no"
+    assert not Path(plain.path_of(compiled.COMPILED_FILE)).exists()
+
+
+def test_compiled_forest_scores_like_the_booster(compiled_model, demo_rows):
+    model = bentoml.models.get(compiled_model)
+    booster = lgb.Booster(model_file=model.path_of(BOOSTER_FILE))
+    forest = compiled.load_forest(
+        Path(model.path_of(BOOSTER_FILE)), Path(model.path_of(compiled.COMPILED_FILE)), booster
+    )
+    names = booster.feature_name()
+    rows = np.array([[r[n] for n in names] for r in demo_rows], dtype=np.float64)
+    assert np.isnan(rows).any()  # missing values take their own branches
+    assert np.abs(forest.predict(rows) - booster.predict(rows)).max() <= 1e-12
+    probes = compiled.probe_rows(booster)
+    assert np.abs(forest.predict(probes, num_threads=2) - booster.predict(probes)).max() <= 1e-12
+
+
+def test_values_in_lightgbms_zero_band_are_scored_by_the_booster(tmp_path):
+    # A split between 0 and negative values sits at LightGBM's -kZeroThreshold; a value just
+    # inside that float bound is "zero" to LightGBM but not to lleaves.
+    rng = np.random.default_rng(0)
+    x = rng.choice([-1.0, 0.0, 1.0], size=(400, 2))
+    y = (x[:, 0] < 0).astype(float)
+    booster = train(x, y)
+    booster_file, forest_file = compile_to(booster, tmp_path)
+    forest = compiled.load_forest(booster_file, forest_file, booster)
+    edge = float(np.float32(-1e-35))
+    rows = np.array([[edge, 0.0], [-1e-35, 0.0], [-1.0, 0.0], [0.0, 0.0]])
+    raw = forest.model.predict(rows, n_jobs=1)  # lleaves alone
+    assert np.abs(raw - booster.predict(rows)).max() > 1e-6, "the zero band no longer differs"
+    assert np.abs(forest.predict(rows) - booster.predict(rows)).max() <= 1e-12
+
+
+def test_a_forest_compiled_from_another_model_is_refused(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 3))
+    first, second = train(x, (x[:, 0] > 0).astype(float)), train(x, (x[:, 1] > 0).astype(float))
+    (tmp_path / "a").mkdir()
+    booster_file, forest_file = compile_to(first, tmp_path / "a")
+    forest = compiled.load_forest(booster_file, forest_file, second)
+    with pytest.raises(compiled.CompiledForestMismatchError, match="re-import without"):
+        compiled.check_matches_booster(forest, second, compiled.probe_rows(second))
+
+
+@pytest.mark.server
+def test_the_service_scores_with_the_compiled_forest(
+    compiled_model, bentoml_home, demo_rows, tmp_path
+):
+    port = free_port()
+    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "SCORING_MODEL_TAG": compiled_model}
+    command = [sys.executable, "-m", "bentoml", "serve", "service:CreditScoring"]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    os.chdir(ROOT)
+    with running(command, f"{url}/readyz", tmp_path / "serve.log", env=env, timeout_s=120):
+        version = requests.get(f"{url}/version", timeout=10).json()
+        response = requests.post(f"{url}/predict", json={"applications": demo_rows}, timeout=30)
+    assert version["model_tag"] == compiled_model
+    assert version["predictor"].startswith("compiled forest, lleaves")
+    assert response.status_code == 200, response.text
+    served = [p["probability_of_default"] for p in response.json()]
+    assert served == pytest.approx(
+        list(reference_probabilities(compiled_model, demo_rows)), abs=1e-12
+    )
