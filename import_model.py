@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> Outcome | None:
         tag,
         reused,
         f"{verb} {tag}: {c.describe()}, threshold {chosen.threshold.value:g} "
-        f"({chosen.threshold.source}) in {time.perf_counter() - started:.1f} s",
+        f"({chosen.threshold.source}){', forest compiled' if args.compile else ''} "
+        f"in {time.perf_counter() - started:.1f} s",
     )
 
 

@@ -10,6 +10,7 @@ export BENTOML_DO_NOT_TRACK=true DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true
 if [ -z "${MLFLOW_TRACKING_URI:-}" ]; then
   .venv/bin/python env/build_demo_store.py
 fi
-.venv/bin/python import_model.py
+# --compile: the forest also as machine code, scored ~4x faster (about 6 s for the demo model)
+.venv/bin/python import_model.py --compile
 .venv/bin/bentoml models list
 exec .venv/bin/bentoml serve service:CreditScoring --host "${HOST:-127.0.0.1}" --port "${PORT:-3000}"

@@ -79,7 +79,8 @@ def production_model(tmp_path_factory, bentoml_home) -> str:
     root = tmp_path_factory.mktemp("served-store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     build_demo_store(uri, TINY, artifact_root=root / "artifacts")
-    assert import_model.main(["--tracking-uri", uri]) == 0
+    # Compiled, as env/run.sh imports it: the served path is the compiled forest.
+    assert import_model.main(["--tracking-uri", uri, "--compile"]) == 0
     return str(bentoml.models.get("credit_scoring:latest").tag)
 
 

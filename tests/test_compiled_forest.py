@@ -29,7 +29,8 @@ BENTO_NAME = "credit_scoring_compiled"
 
 
 @pytest.fixture(scope="module")
-def compiled_model(tmp_path_factory, bentoml_home) -> str:
+def imports(tmp_path_factory, bentoml_home) -> dict[str, str]:
+    """The same model version imported with and without --compile: {"compiled"|"booster": tag}."""
     root = tmp_path_factory.mktemp("compiled-store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     build_demo_store(uri, TINY, artifact_root=root / "artifacts")
@@ -37,8 +38,14 @@ def compiled_model(tmp_path_factory, bentoml_home) -> str:
     assert import_model.main([*args, "--compile"]) == 0
     compiled_tag = str(bentoml.models.get(f"{BENTO_NAME}:latest").tag)
     assert import_model.main(args) == 0  # the same version, not compiled: a model of its own
-    assert str(bentoml.models.get(f"{BENTO_NAME}:latest").tag) != compiled_tag
-    return compiled_tag
+    booster_tag = str(bentoml.models.get(f"{BENTO_NAME}:latest").tag)
+    assert booster_tag != compiled_tag
+    return {"compiled": compiled_tag, "booster": booster_tag}
+
+
+@pytest.fixture(scope="module")
+def compiled_model(imports) -> str:
+    return imports["compiled"]
 
 
 def train(x: np.ndarray, y: np.ndarray) -> lgb.Booster:
@@ -53,12 +60,12 @@ def compile_to(booster: lgb.Booster, folder: Path) -> tuple[Path, Path]:
     return booster_file, forest_file
 
 
-def test_compiled_import_stores_the_forest_and_says_so(compiled_model):
+def test_compiled_import_stores_the_forest_and_says_so(compiled_model, imports):
     model = bentoml.models.get(compiled_model)
     assert Path(model.path_of(compiled.COMPILED_FILE)).stat().st_size > 0
     assert model.info.labels["compiled_forest"] == compiled.TARGET_CPU
     assert model.info.metadata["compiled_forest"]["target_cpu"] == compiled.TARGET_CPU
-    plain = bentoml.models.get(f"{BENTO_NAME}:latest")
+    plain = bentoml.models.get(imports["booster"])
     assert plain.info.labels["compiled_forest"] == "no"
     assert not Path(plain.path_of(compiled.COMPILED_FILE)).exists()
 
@@ -105,11 +112,15 @@ def test_a_forest_compiled_from_another_model_is_refused(tmp_path):
 
 
 @pytest.mark.server
-def test_the_service_scores_with_the_compiled_forest(
-    compiled_model, bentoml_home, demo_rows, tmp_path
+@pytest.mark.parametrize(
+    ("kind", "predictor"), [("compiled", "compiled forest, lleaves"), ("booster", "lightgbm")]
+)
+def test_the_service_scores_with_the_predictor_the_model_carries(
+    imports, kind, predictor, bentoml_home, demo_rows, tmp_path
 ):
+    model_tag = imports[kind]
     port = free_port()
-    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "SCORING_MODEL_TAG": compiled_model}
+    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "SCORING_MODEL_TAG": model_tag}
     command = [sys.executable, "-m", "bentoml", "serve", "service:CreditScoring"]
     command += ["--host", "127.0.0.1", "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
@@ -117,10 +128,9 @@ def test_the_service_scores_with_the_compiled_forest(
     with running(command, f"{url}/readyz", tmp_path / "serve.log", env=env, timeout_s=120):
         version = requests.get(f"{url}/version", timeout=10).json()
         response = requests.post(f"{url}/predict", json={"applications": demo_rows}, timeout=30)
-    assert version["model_tag"] == compiled_model
-    assert version["predictor"].startswith("compiled forest, lleaves")
+    assert version["model_tag"] == model_tag
+    assert version["predictor"].startswith(predictor)
     assert response.status_code == 200, response.text
     served = [p["probability_of_default"] for p in response.json()]
-    assert served == pytest.approx(
-        list(reference_probabilities(compiled_model, demo_rows)), abs=1e-12
-    )
+    expected = reference_probabilities(model_tag, demo_rows)
+    assert served == pytest.approx(list(expected), abs=1e-12)
