@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> Outcome | None:
         tag,
         reused,
         f"{verb} {tag}: {c.describe()}, threshold {chosen.threshold.value:g} "
-        f"({chosen.threshold.source}){', forest compiled' if args.compile else ''} "
+        f"({chosen.threshold.source}){', with the compiled forest' if args.compile else ''} "
         f"in {time.perf_counter() - started:.1f} s",
     )
 

@@ -26,7 +26,7 @@ import lightgbm as lgb
 import numpy as np
 from pydantic import AfterValidator, BaseModel, Field
 
-from scoring import batching, compiled, worker_sockets
+from scoring import batching, compiled, request_timeout, worker_sockets
 from scoring.bento_store import BOOSTER_FILE
 from scoring.errors_http import install_error_handling
 from scoring.features import (
@@ -45,6 +45,7 @@ from scoring.version_app import VERSION, version_app
 log = logging.getLogger("bentoml.credit_scoring")
 
 batching.install()
+request_timeout.install()
 SETTINGS = Settings.from_env()
 WORKERS = SETTINGS.worker_count()
 worker_sockets.install(WORKERS, bentoml.server_context.worker_index)

@@ -1,0 +1,48 @@
+"""BentoML's request timeout without its per-request timer leak.
+
+BentoML 1.4's TimeoutMiddleware (`traffic={"timeout": ...}`) schedules a timer per request with
+`loop.call_later(timeout, ...)` and never cancels it, so every answered request leaves a timer,
+a future and a context alive for the whole timeout (30 s here). At 2,000 requests/s per worker
+that is ~60,000 pending timers and 240,000 objects the garbage collector scans on every full
+collection: p99 at 32 clients rose run after run (21, 42, 65, 87, 112 ms over 30 s of load)
+while the worker's memory grew 9 MB per 6 s. Same behaviour here (504 when no response has
+started within the timeout), but the timer is cancelled as soon as the response starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from bentoml._internal.server.http.traffic import TimeoutMiddleware
+from starlette.responses import JSONResponse
+
+
+async def _call(self: TimeoutMiddleware, scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] not in ("http", "websocket"):
+        return await self.app(scope, receive, send)
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    timer = loop.call_later(self.timeout, self._set_timer_out, waiter)
+
+    async def _send(message: Any) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+            timer.cancel()
+        await send(message)
+
+    response = asyncio.ensure_future(self.app(scope, receive, _send))
+    try:
+        await waiter
+    except TimeoutError:
+        if response.cancel():
+            message = f"Not able to process the request in {self.timeout} seconds"
+            await JSONResponse({"error": message}, status_code=504)(scope, receive, send)
+    else:
+        await response
+    finally:
+        timer.cancel()
+
+
+def install() -> None:
+    TimeoutMiddleware.__call__ = _call  # type: ignore[method-assign]
