@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from loadtest.payloads import application_records  # noqa: E402
+from loadtest.payloads import application_records, compact_table  # noqa: E402
 from tests.servers import free_port, running  # noqa: E402
 
 BUILD = ROOT / ".build"
@@ -288,8 +288,7 @@ def servers(
 
 
 def compact_body(records: list[dict]) -> dict:
-    columns = list(records[0])
-    return {"table": {"columns": columns, "data": [[r[c] for c in columns] for r in records]}}
+    return {"table": compact_table(records)}
 
 
 def mlflow_body(records: list[dict]) -> dict:

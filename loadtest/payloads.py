@@ -21,3 +21,13 @@ def application_records(n_rows: int, n_features: int, seed: int = 7) -> list[dic
 
 def predict_body(records: list[dict]) -> bytes:
     return json.dumps({"applications": records}).encode()
+
+
+def compact_table(records: list[dict]) -> dict:
+    """The /predict_compact form: column names once, then rows of values."""
+    columns = list(records[0])
+    return {"columns": columns, "data": [[record[c] for c in columns] for record in records]}
+
+
+def compact_body(records: list[dict]) -> bytes:
+    return json.dumps({"table": compact_table(records)}).encode()
