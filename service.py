@@ -44,6 +44,7 @@ from scoring.version_app import VERSION, version_app
 
 log = logging.getLogger("bentoml.credit_scoring")
 
+# Fixes to BentoML's request path; installed before the service and its dispatchers are built.
 batching.install()
 request_timeout.install()
 SETTINGS = Settings.from_env()
