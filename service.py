@@ -16,7 +16,6 @@ import gc
 import json
 import logging
 import os
-import platform
 import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
@@ -188,7 +187,7 @@ class CreditScoring:
         compiled_file = model_dir / compiled.COMPILED_FILE
         if not compiled_file.exists():
             return self.booster, f"lightgbm {lgb.__version__} Booster"
-        if platform.machine() != compiled.ARCHITECTURE:
+        if not compiled.runs_here():
             log.warning("forest compiled for %s: booster used instead", compiled.ARCHITECTURE)
             return self.booster, f"lightgbm {lgb.__version__} Booster (compiled forest skipped)"
         forest = compiled.load_forest(model_dir / BOOSTER_FILE, compiled_file, self.booster)

@@ -50,6 +50,11 @@ class CompiledForest:
         return probabilities
 
 
+def runs_here() -> bool:
+    """Whether this machine can compile or run a forest compiled for ARCHITECTURE."""
+    return platform.machine() == ARCHITECTURE
+
+
 def metadata() -> dict[str, str]:
     return {
         "compiler": f"lleaves {version('lleaves')} (llvmlite {version('llvmlite')})",
@@ -61,7 +66,7 @@ def metadata() -> dict[str, str]:
 def compile_forest(booster_file: Path, out: Path) -> None:
     import lleaves
 
-    if platform.machine() != ARCHITECTURE:
+    if not runs_here():
         raise RuntimeError(f"compiling for {ARCHITECTURE} on {platform.machine()} is not supported")
     model = lleaves.Model(model_file=str(booster_file))
     # target_cpu_features="" : the target CPU's own features only, not this host's extras.

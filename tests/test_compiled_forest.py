@@ -4,7 +4,6 @@ compilation of real LightGBM models, then served by a real `bentoml serve`."""
 from __future__ import annotations
 
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from tests.servers import ROOT, free_port, running
 from tests.service_helpers import reference_probabilities
 
 pytestmark = pytest.mark.skipif(
-    platform.machine() != compiled.ARCHITECTURE,
+    not compiled.runs_here(),
     reason=f"forests compile for {compiled.ARCHITECTURE}",
 )
 BENTO_NAME = "credit_scoring_compiled"
