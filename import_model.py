@@ -16,28 +16,20 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from scoring.errors import ImportRefused, TrackingUnreachable
-
-log = logging.getLogger("import_model")
+from scoring.importing.errors import ImportRefused, TrackingUnreachable, exit_code_help
+from scoring.importing.redact import RedactingFilter, redact_text, secrets_of
+from scoring.importing.request import DEFAULT_MODEL_NAME, ImportRequest
 
 DEFAULT_STORE = Path(__file__).resolve().parent / "mlflow-demo" / "mlflow.db"
 DEFAULT_TRACKING_URI = f"sqlite:///{DEFAULT_STORE}"
-DEFAULT_MODEL_NAME = "credit_scoring"
-EXIT_CODES = """exit codes: 0 imported (or already present), 2 usage, 3 tracking server unreachable,
-4 no production model, 5 ambiguous production claim, 6 broken run (deleted, missing or partial
-artifact), 7 not a servable LightGBM binary classifier / no signature, 8 threshold missing,
-out of range or conflicting"""
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> ImportRequest:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog=EXIT_CODES,
+        epilog=exit_code_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -68,7 +60,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--tag takes KEY=VALUE, e.g. --tag stage=production")
     if args.experiment and not (args.tag or args.best_by):
         parser.error("--experiment applies only to --tag and --best-by")
-    return args
+    return ImportRequest(
+        tracking_uri=args.tracking_uri,
+        model_name=args.model_name,
+        alias=args.alias,
+        version=args.version,
+        run_id=args.run_id,
+        tag=tuple(args.tag.split("=", 1)) if args.tag else None,
+        best_by=args.best_by,
+        experiment=args.experiment,
+        threshold=args.threshold,
+        bento_name=args.bento_name,
+        timeout_s=args.timeout,
+        compile=args.compile,
+        dry_run=args.dry_run,
+    )
 
 
 def check_local_store(tracking_uri: str) -> None:
@@ -76,59 +82,32 @@ def check_local_store(tracking_uri: str) -> None:
     if tracking_uri.startswith("sqlite:///"):
         path = Path(tracking_uri.removeprefix("sqlite:///"))
         if not path.exists():
-            hint = " (build it: python env/build_demo_store.py)" if path == DEFAULT_STORE else ""
+            hint = " (build it: python -m demo_store)" if path == DEFAULT_STORE else ""
             raise TrackingUnreachable(f"no MLflow store at {path}{hint}")
 
 
-@dataclass
-class Outcome:
-    tag: str
-    reused: bool
-    summary: str
-
-
-def run(args: argparse.Namespace) -> Outcome | None:
-    # Heavy imports here, not at module import: `--help` and usage errors stay instant.
-    from scoring.importer import find_servable, save_to_store
-
-    check_local_store(args.tracking_uri)
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="import-model-") as scratch:
-        chosen, considered = find_servable(args, Path(scratch))
-        if args.dry_run:
-            for line in considered:
-                print(line)
-            return None
-        tag, reused = save_to_store(chosen, args, redacted_uri=redact(args.tracking_uri))
-    verb = "already in the Bento store, reused" if reused else "imported"
-    c = chosen.candidate
-    return Outcome(
-        tag,
-        reused,
-        f"{verb} {tag}: {c.describe()}, threshold {chosen.threshold.value:g} "
-        f"({chosen.threshold.source}){', with the compiled forest' if args.compile else ''} "
-        f"in {time.perf_counter() - started:.1f} s",
-    )
-
-
-def redact(uri: str) -> str:
-    from scoring.provenance import redact_uri
-
-    return redact_uri(uri)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    request = parse_args(argv)
+    secrets = secrets_of(request.tracking_uri)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter(secrets))
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     try:
-        outcome = run(args)
+        check_local_store(request.tracking_uri)
+        # Imported here, not at the top: `--help` and usage errors stay instant.
+        from scoring.importing.steps import import_model
+
+        outcome = import_model(request)
     except ImportRefused as refusal:
-        print(f"import_model: refused ({type(refusal).__name__}): {refusal}", file=sys.stderr)
+        if request.dry_run and refusal.considered:
+            print(redact_text("\n".join(refusal.considered), secrets))
+        message = f"import_model: refused ({type(refusal).__name__}): {refusal}"
+        print(redact_text(message, secrets), file=sys.stderr)
         return refusal.exit_code
-    if outcome is not None:
-        print(outcome.summary)
+    report = "\n".join(outcome.considered) if request.dry_run else outcome.summary
+    print(redact_text(report, secrets))
     return 0
 
 

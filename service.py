@@ -13,43 +13,40 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
-import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
 import bentoml
 import lightgbm as lgb
 import numpy as np
+from bentoml.validators import ContentType
 from pydantic import AfterValidator, BaseModel, Field
 
-from scoring import batching, compiled, request_timeout, worker_sockets
-from scoring.bento_store import BOOSTER_FILE
-from scoring.errors_http import install_error_handling
-from scoring.features import (
+from scoring.serving.features import (
     CompactTable,
-    FeatureSpec,
-    application_model,
     compact_to_matrix,
     records_to_matrix,
     row_limit,
 )
-from scoring.files import FILE_ROW_FACTOR, UploadedApplications, read_applications_file
-from scoring.observability import record
-from scoring.settings import Settings
-from scoring.version_app import VERSION, version_app
+from scoring.serving.files import UploadedApplications, read_applications_file
+from scoring.serving.image import IMAGE
+from scoring.serving.metrics import record
+from scoring.serving.request_guard import install_request_guard
+from scoring.serving.startup import prepare_service
+from scoring.serving.version import VERSION, version_app
+from scoring.stored_model import compiled
+from scoring.stored_model.layout import BOOSTER_FILE, COMPILED_FILE
 
 log = logging.getLogger("bentoml.credit_scoring")
 
-# Fixes to BentoML's request path; installed before the service and its dispatchers are built.
-batching.install()
-request_timeout.install()
-SETTINGS = Settings.from_env()
-WORKERS = SETTINGS.worker_count()
-worker_sockets.install(WORKERS, bentoml.server_context.worker_index)
-SCORING_ROUTES = ("/predict", "/predict_compact")
+# BentoML's patches, the settings and the request schema, before the service class is built.
+SETUP = prepare_service()
+SETTINGS, SPEC, EXAMPLE, Application = SETUP.settings, SETUP.spec, SETUP.example, SETUP.application
+# Declared, or BentoML derives each response's media type by generating the output model's JSON
+# schema on every request (about a tenth of a single-row request's CPU).
+JSON_RESPONSE = ContentType("application/json")
 # Both scoring forms share BentoML's adaptive batching, with the same bounds.
 batched_api = functools.partial(
     bentoml.api,
@@ -58,11 +55,6 @@ batched_api = functools.partial(
     max_latency_ms=SETTINGS.max_latency_ms,
 )
 INLINE_ROWS = 64  # batches below this are scored on the event loop, larger ones in a thread
-# The schema comes from the model's own signature, read from the store's model.yaml (cheap).
-_MODEL_INFO = bentoml.models.get(SETTINGS.model_tag).info
-SPEC = FeatureSpec.from_metadata(_MODEL_INFO.metadata["features"])
-EXAMPLE = json.loads(_MODEL_INFO.metadata.get("input_example_json", "{}"))
-Application = application_model(SPEC, EXAMPLE)
 
 Applications = Annotated[
     list[Application],
@@ -84,7 +76,7 @@ CompactApplications = Annotated[
 
 
 def _read_applications_file(path: Path) -> UploadedApplications:
-    return read_applications_file(path, SPEC, SETTINGS.max_rows_per_request * FILE_ROW_FACTOR)
+    return read_applications_file(path, SPEC, SETTINGS.max_file_rows)
 
 
 # Validated at the boundary like JSON bodies, so a bad file is a 400 naming `file`; the API
@@ -116,40 +108,23 @@ class Explanation(BaseModel):
     top_contributions: list[Contribution]
 
 
-# The base image (env/base_image.sh, or BASE_IMAGE in env/build_image.sh) already holds
-# Python 3.11, uv and libgomp1. No distro is named on purpose: for a known distro BentoML
-# prepends `apt-get install build-essential git`, compilers an image that only serves need not
-# carry. bentofile.yaml's docker.base_image overrides base_image at build time.
-IMAGE = bentoml.images.Image(
-    base_image="localhost/credit-scoring-base:bookworm",
-    distro="prebuilt",
-    python_version="3.11",
-    lock_python_packages=False,
-).run(
-    # BentoML creates these under its home at start-up; made at build time, they let the
-    # container run with a read-only root filesystem (runtime writes go to /tmp).
-    "mkdir -p /home/bentoml/bentos /home/bentoml/models /home/bentoml/envs /home/bentoml/tmp"
-    " && chown -R bentoml:bentoml /home/bentoml"
-)
-
-
 @bentoml.asgi_app(version_app, path="/")
 @bentoml.service(
     name="credit_scoring",
     image=IMAGE,
-    workers=WORKERS,
-    traffic={"timeout": 30},
+    workers=SETUP.workers,
+    traffic={"timeout": SETTINGS.request_timeout_s},
     # Per-request log lines cost more than scoring a row; /metrics counts every request.
     logging={"access": {"enabled": SETTINGS.access_log}},
     # BentoML creates an OpenTelemetry span per request even when none is sampled (the default
     # sample rate is 0); on the scoring routes that was a third of the framework's cost.
-    tracing={} if SETTINGS.trace_scoring else {"excluded_urls": list(SCORING_ROUTES)},
+    tracing={} if SETTINGS.trace_scoring else {"excluded_urls": ["/predict", "/predict_compact"]},
 )
 class CreditScoring:
     bento_model = bentoml.models.BentoModel(SETTINGS.model_tag)
 
     def __init__(self) -> None:
-        from scoring.provenance import Provenance
+        from scoring.stored_model.provenance import Provenance
 
         model = self.bento_model
         self.model_tag = str(model.tag)
@@ -184,7 +159,7 @@ class CreditScoring:
         )
 
     def _scorer(self, model_dir: Path) -> tuple[object, str]:
-        compiled_file = model_dir / compiled.COMPILED_FILE
+        compiled_file = model_dir / COMPILED_FILE
         if not compiled_file.exists():
             return self.booster, f"lightgbm {lgb.__version__} Booster"
         if not compiled.runs_here():
@@ -200,7 +175,7 @@ class CreditScoring:
         return bool(np.all((probability >= 0) & (probability <= 1)))
 
     def _version(self, threads: int) -> dict:
-        from scoring.build_info import build_info
+        from scoring.serving.build_info import build_info
 
         metadata = self.bento_model.info.metadata
         return {
@@ -231,7 +206,7 @@ class CreditScoring:
             "worker": {
                 "index": bentoml.server_context.worker_index,
                 "pid": os.getpid(),
-                "of": WORKERS,
+                "of": SETUP.workers,
             },
         }
 
@@ -262,19 +237,23 @@ class CreditScoring:
         ]
 
     @batched_api(route="/predict")
-    async def predict(self, applications: Applications) -> list[Prediction]:
+    async def predict(
+        self, applications: Applications
+    ) -> Annotated[list[Prediction], JSON_RESPONSE]:
         """Score applications: probability of default and approve/reject at the threshold."""
         return self._decide(await self._probabilities(applications))
 
     @batched_api(route="/predict_compact")
-    async def predict_compact(self, table: CompactApplications) -> list[Prediction]:
+    async def predict_compact(
+        self, table: CompactApplications
+    ) -> Annotated[list[Prediction], JSON_RESPONSE]:
         """The same scoring, for heavy clients: column names once, then rows of values."""
         return self._decide(await self._probabilities(table))
 
     @bentoml.api(route="/explain")
     def explain(
         self, applications: Applications, top_k: Annotated[int, Field(ge=1, le=200)] = 5
-    ) -> list[Explanation]:
+    ) -> Annotated[list[Explanation], JSON_RESPONSE]:
         """Per-feature contributions from LightGBM's TreeSHAP (pred_contrib=True)."""
         contributions = self.booster.predict(applications, pred_contrib=True, **self.predict_params)
         explanations = []
@@ -299,7 +278,7 @@ class CreditScoring:
         return explanations
 
     @bentoml.api(route="/predict_file")
-    def predict_file(self, file: ApplicationsFile) -> Path:
+    def predict_file(self, file: ApplicationsFile, ctx: bentoml.Context) -> Path:
         """Score a CSV or Parquet file of applications; the same format comes back with
         `probability_of_default` and `decision` columns added."""
         probabilities = self.scorer.predict(file.matrix, **self.predict_params)
@@ -307,7 +286,8 @@ class CreditScoring:
             probability_of_default=probabilities,
             decision=[d.decision for d in self._decide(probabilities)],
         )
-        out = Path(tempfile.mkdtemp(prefix="scored-")) / f"scored{file.suffix}"
+        # BentoML's per-request folder: emptied once the response has been sent.
+        out = Path(ctx.temp_dir) / f"scored{file.suffix}"
         if file.suffix == ".parquet":
             frame.to_parquet(out, index=False)
         else:
@@ -323,9 +303,4 @@ def _bento_tag() -> str:
     return f"{context.bento_name}:{context.bento_version}"
 
 
-# BentoML derives a response's media type by generating the output model's JSON schema on
-# every request (about a tenth of a single-row request's CPU); ours are JSON, say so once.
-for _name in ("predict", "predict_compact", "explain"):
-    CreditScoring.apis[_name].output_spec.media_type = "application/json"
-
-install_error_handling(CreditScoring, SETTINGS)
+install_request_guard(CreditScoring, SETTINGS)

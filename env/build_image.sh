@@ -69,14 +69,14 @@ source_url=$(git remote get-url origin 2>/dev/null | sed -E 's#//[^/@]*@#//#' ||
 created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 IMAGE=${IMAGE:-credit-scoring-service:$short}
 
-# The base image: built here from Debian's packages, or BASE_IMAGE through a copy of the
-# bentofile with only docker.base_image replaced.
+# The base image: the one scoring/serving/image.py names, built here from Debian's packages;
+# or BASE_IMAGE, through a copy of the bentofile whose docker.base_image overrides that name.
 bentofile=bentofile.yaml
-base=$(sed -n 's/^  base_image: *//p' bentofile.yaml)
+base=$(.venv/bin/python -c 'from scoring.serving.image import BASE_IMAGE; print(BASE_IMAGE)')
 if [ -n "${BASE_IMAGE:-}" ]; then
   mkdir -p .build
   bentofile=.build/bentofile.yaml
-  sed "s|^  base_image: .*|  base_image: $BASE_IMAGE|" bentofile.yaml >"$bentofile"
+  { cat bentofile.yaml; printf 'docker:\n  base_image: %s\n' "$BASE_IMAGE"; } >"$bentofile"
   base=$BASE_IMAGE
 else
   BASE_IMAGE_NAME=$base bash env/base_image.sh || fail "could not build the base image $base"

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 bash env/setup.sh
 export BENTOML_DO_NOT_TRACK=true DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true
 if [ -z "${MLFLOW_TRACKING_URI:-}" ]; then
-  .venv/bin/python env/build_demo_store.py
+  .venv/bin/python -m demo_store
 fi
 # --compile: the forest also as machine code, scored ~4x faster (about 6 s for the demo model)
 .venv/bin/python import_model.py --compile

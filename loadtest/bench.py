@@ -1,8 +1,8 @@
 """Side-by-side benchmark, one command, one run: this service against the HTTP floor, BentoML's
 default and `mlflow models serve`, with in-process `Booster.predict` as the ceiling.
 
-    python loadtest/bench.py                  # full-size model (builds it once, ~4 min)
-    python loadtest/bench.py --duration 5     # shorter runs
+    python -m loadtest.bench                  # full-size model (builds it once, ~4 min)
+    python -m loadtest.bench --duration 5     # shorter runs
 
 Load comes from wrk (Debian package `wrk`), the same generator for every server, on loopback.
 Prints a table and the ratios against the bar; writes loadtest/reports/bench.json.
@@ -26,11 +26,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from loadtest.payloads import application_records, compact_table  # noqa: E402
-from tests.servers import free_port, running  # noqa: E402
+from loadtest.payloads import application_records, compact_table
+from loadtest.processes import ROOT, free_port, running
 
 BUILD = ROOT / ".build"
 CLIENTS = (8, 32, 64)
@@ -174,7 +171,7 @@ def prepare_model(env: dict[str, str]) -> tuple[dict[str, str], str, int]:
     store = BUILD / "full-store"
     if not (store / "mlflow.db").exists():
         subprocess.run(
-            [sys.executable, "env/build_demo_store.py", "--full", "--store", str(store)],
+            [sys.executable, "-m", "demo_store", "--full", "--store", str(store)],
             cwd=ROOT,
             env=env,
             check=True,

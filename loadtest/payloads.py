@@ -4,12 +4,8 @@ missing values), shaped for the model a server reports in GET /version."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from scoring.demo_data import make_applications
+from demo_store.data import make_applications
 
 NAMED_FEATURES = 24  # the demo data's named columns; larger models add BUREAU_AGG_* columns
 

@@ -15,15 +15,13 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="bentoml-home-test-"))
 os.environ["BENTOML_HOME"] = str(_SESSION_HOME)
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 os.environ["DO_NOT_TRACK"] = "true"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
-from tests.servers import free_port, running  # noqa: E402
+from loadtest.processes import free_port, running  # noqa: E402 - after BENTOML_HOME
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -74,7 +72,7 @@ def production_model(tmp_path_factory, bentoml_home) -> str:
     import bentoml
 
     import import_model
-    from scoring.mlflow_demo import TINY, build_demo_store
+    from demo_store.mlflow_runs import TINY, build_demo_store
 
     root = tmp_path_factory.mktemp("served-store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -87,7 +85,7 @@ def production_model(tmp_path_factory, bentoml_home) -> str:
 @pytest.fixture(scope="session")
 def demo_rows(production_model):
     """Realistic applications (with missing values) as JSON records, in model feature order."""
-    from scoring.demo_data import make_applications
+    from demo_store.data import make_applications
 
     frame, _ = make_applications(300, seed=42)
     return json.loads(frame.to_json(orient="records"))

@@ -11,12 +11,18 @@ from pathlib import Path
 
 import lightgbm as lgb
 import mlflow
-from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-from scoring.demo_data import make_applications
-from scoring.mlflow_demo import TINY, log_production_candidate, train_classifier
+from demo_store.data import make_applications
+from demo_store.mlflow_runs import (
+    TINY,
+    log_production_candidate,
+    model_signature,
+    train_classifier,
+)
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,7 @@ def _log_model(
         flavor.log_model(
             model,
             name="model",
-            signature=infer_signature(features, predict) if signature else None,
+            signature=model_signature(features, predict) if signature else None,
             pip_requirements=[],  # skip requirement inference: it costs ~7 s a model
         )
     return run.info.run_id
@@ -99,7 +105,10 @@ def build_messy_store(tracking_uri: str, artifact_root: Path) -> MessyStore:
         model, run_name="no_signature", params={"decision_threshold": 0.4}, signature=False
     )
     partial = _log_model(model, run_name="partial_artifact", params={"decision_threshold": 0.4})
-    logistic = LogisticRegression(max_iter=50).fit(features.fillna(0).head(500), target.head(500))
+    # Scaled so lbfgs converges; no SimpleImputer: skops would refuse its numpy.dtype state.
+    logistic = make_pipeline(StandardScaler(), LogisticRegression()).fit(
+        features.fillna(0).head(500), target.head(500)
+    )
     not_lightgbm = _log_model(
         logistic, run_name="logistic", params={"decision_threshold": 0.4}, flavor=mlflow.sklearn
     )

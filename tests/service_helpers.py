@@ -6,7 +6,7 @@ import bentoml
 import lightgbm as lgb
 import numpy as np
 
-from scoring.bento_store import BOOSTER_FILE
+from scoring.stored_model.layout import BOOSTER_FILE
 
 
 def reference_probabilities(model_tag: str, records: list[dict]) -> np.ndarray:

@@ -1,11 +1,14 @@
-"""The bound on BentoML's adaptive-batching wait (scoring/batching.py)."""
+"""The bound on BentoML's adaptive-batching wait (scoring/bentoml_patches/batching_wait.py).
+That real dispatchers use it is checked in a real server: tests/test_service_server.py."""
 
 from __future__ import annotations
 
 import pytest
-from bentoml._internal.marshal import dispatcher
 
-from scoring.batching import WAIT_SHARE_OF_MAX_LATENCY, BoundedWaitOptimizer, install
+from scoring.bentoml_patches.batching_wait import (
+    WAIT_SHARE_OF_MAX_LATENCY,
+    BoundedWaitOptimizer,
+)
 
 
 def test_wait_after_a_burst_of_long_waits_is_capped_by_the_latency_share():
@@ -22,8 +25,3 @@ def test_short_waits_are_left_as_bentoml_computes_them():
         optimizer.o_stat.append((n % 8 + 1, 0.001 * (n % 8 + 1), 0.0005))
     optimizer.trigger_refresh()
     assert optimizer.wait == pytest.approx(0.0005)
-
-
-def test_install_makes_new_dispatchers_use_the_bounded_optimizer():
-    install()
-    assert dispatcher.Optimizer is BoundedWaitOptimizer

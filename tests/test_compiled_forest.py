@@ -1,4 +1,4 @@
-"""The compiled forest (scoring/compiled.py, `import_model.py --compile`): real lleaves
+"""The compiled forest (scoring/stored_model/compiled.py, `import_model.py --compile`): real lleaves
 compilation of real LightGBM models, then served by a real `bentoml serve`."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import pytest
 import requests
 
 import import_model
-from scoring import compiled
-from scoring.bento_store import BOOSTER_FILE
-from scoring.mlflow_demo import TINY, build_demo_store
-from tests.servers import ROOT, free_port, running
+from demo_store.mlflow_runs import TINY, build_demo_store
+from loadtest.processes import ROOT, free_port, running
+from scoring.stored_model import compiled
+from scoring.stored_model.layout import BOOSTER_FILE, COMPILED_FILE
 from tests.service_helpers import reference_probabilities
 
 pytestmark = pytest.mark.skipif(
@@ -53,7 +53,7 @@ def train(x: np.ndarray, y: np.ndarray) -> lgb.Booster:
 
 
 def compile_to(booster: lgb.Booster, folder: Path) -> tuple[Path, Path]:
-    booster_file, forest_file = folder / BOOSTER_FILE, folder / compiled.COMPILED_FILE
+    booster_file, forest_file = folder / BOOSTER_FILE, folder / COMPILED_FILE
     booster.save_model(booster_file)
     compiled.compile_forest(booster_file, forest_file)
     return booster_file, forest_file
@@ -61,19 +61,19 @@ def compile_to(booster: lgb.Booster, folder: Path) -> tuple[Path, Path]:
 
 def test_compiled_import_stores_the_forest_and_says_so(compiled_model, imports):
     model = bentoml.models.get(compiled_model)
-    assert Path(model.path_of(compiled.COMPILED_FILE)).stat().st_size > 0
+    assert Path(model.path_of(COMPILED_FILE)).stat().st_size > 0
     assert model.info.labels["compiled_forest"] == compiled.TARGET_CPU
     assert model.info.metadata["compiled_forest"]["target_cpu"] == compiled.TARGET_CPU
     plain = bentoml.models.get(imports["booster"])
     assert plain.info.labels["compiled_forest"] == "no"
-    assert not Path(plain.path_of(compiled.COMPILED_FILE)).exists()
+    assert not Path(plain.path_of(COMPILED_FILE)).exists()
 
 
 def test_compiled_forest_scores_like_the_booster(compiled_model, demo_rows):
     model = bentoml.models.get(compiled_model)
     booster = lgb.Booster(model_file=model.path_of(BOOSTER_FILE))
     forest = compiled.load_forest(
-        Path(model.path_of(BOOSTER_FILE)), Path(model.path_of(compiled.COMPILED_FILE)), booster
+        Path(model.path_of(BOOSTER_FILE)), Path(model.path_of(COMPILED_FILE)), booster
     )
     names = booster.feature_name()
     rows = np.array([[r[n] for n in names] for r in demo_rows], dtype=np.float64)

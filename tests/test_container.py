@@ -23,7 +23,7 @@ import bentoml
 import pytest
 import requests
 
-from tests.servers import ROOT, free_port
+from loadtest.processes import ROOT, free_port
 from tests.service_helpers import reference_probabilities
 
 pytestmark = pytest.mark.container

@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import import_model
-from scoring.mlflow_demo import TINY, build_demo_store
+from demo_store.mlflow_runs import TINY, build_demo_store
 
 
 @pytest.fixture(scope="module")

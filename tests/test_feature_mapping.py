@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from scoring.features import (
+from scoring.serving.features import (
     CompactTable,
     FeatureSpec,
     RequestError,

@@ -3,6 +3,7 @@ model store in a temporary BENTOML_HOME. One refusal per test, named for the beh
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -15,9 +16,9 @@ import pytest
 from bentoml.exceptions import NotFound
 
 import import_model
-from scoring import errors
-from scoring.bento_store import BOOSTER_FILE
-from tests.servers import ROOT, free_port
+from loadtest.processes import ROOT, free_port
+from scoring.importing import errors
+from scoring.stored_model.layout import BOOSTER_FILE
 
 pytestmark = pytest.mark.server
 
@@ -300,3 +301,113 @@ def test_cli_refuses_a_missing_local_store_without_creating_one(tmp_path):
     assert result.returncode == errors.TrackingUnreachable.exit_code
     assert f"no MLflow store at {missing}" in result.stderr
     assert not missing.exists()
+
+
+def test_best_by_with_no_complete_run_is_refused_as_a_broken_run(messy_store, capsys):
+    # The only run of this experiment logged a metric but no model: a refusal with its own
+    # exit code, not the generic one.
+    assert_refused(
+        capsys,
+        messy_store,
+        errors.BrokenRun.exit_code,
+        "has no model artifact",
+        "--best-by",
+        "roc_auc",
+        "--experiment",
+        "credit_scoring_final_delivery",
+    )
+
+
+@pytest.fixture(scope="module")
+def two_model_run(messy_store) -> str:
+    """A run that logged two LightGBM models: which one is production cannot be told."""
+    mlflow.set_tracking_uri(messy_store.tracking_uri)
+    mlflow.set_experiment("two_models_in_one_run")
+    rows = np.random.default_rng(0).normal(size=(200, 3))
+    labels = (rows[:, 0] > 0).astype(int)
+    model = lgb.LGBMClassifier(n_estimators=3, verbose=-1).fit(rows, labels)
+    with mlflow.start_run() as run:
+        mlflow.log_metric("roc_auc", 0.7)
+        mlflow.log_param("decision_threshold", 0.5)
+        for name in ("champion", "challenger"):
+            mlflow.lightgbm.log_model(model, name=name, input_example=rows[:2])
+    return run.info.run_id
+
+
+@pytest.mark.parametrize("how", ["run-id", "best-by"])
+def test_a_run_with_two_models_is_refused_as_ambiguous(messy_store, two_model_run, capsys, how):
+    args = (
+        ("--run-id", two_model_run)
+        if how == "run-id"
+        else ("--best-by", "roc_auc", "--experiment", "two_models_in_one_run")
+    )
+    assert_refused(
+        capsys,
+        messy_store,
+        errors.AmbiguousProduction.exit_code,
+        "logged several models",
+        *args,
+    )
+
+
+def test_exit_code_help_lists_every_refusal(capsys):
+    with pytest.raises(SystemExit):
+        import_model.main(["--help"])
+    out = capsys.readouterr().out
+    for refusal in errors.REFUSALS:
+        assert f"  {refusal.exit_code}  {refusal.meaning}" in out
+
+
+USER, TOKEN = "alice", "tok-5ecret-v4lue"
+
+
+def with_credentials(uri: str) -> str:
+    return uri.replace("http://", f"http://{USER}:{TOKEN}@")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (),
+        ("--dry-run",),
+        ("--run-id", "0123456789abcdef0123456789abcdef"),
+        ("--tag", "stage=production"),
+        ("--tag", "stage=production", "--dry-run"),
+        ("--version", "99"),
+        ("--best-by", "roc_auc", "--experiment", "credit_scoring_final_delivery", "--dry-run"),
+    ],
+)
+def test_import_output_never_prints_the_tracking_credentials(messy_store, capsys, args):
+    """Imports, dry runs and each kind of refusal, with a credentialed tracking URI."""
+    code = import_model.main(
+        [
+            "--tracking-uri",
+            with_credentials(messy_store.tracking_uri),
+            "--bento-name",
+            "creds",
+            *args,
+        ]
+    )
+    captured = capsys.readouterr()
+    assert captured.out + captured.err
+    assert TOKEN not in captured.out + captured.err
+    assert f"{USER}:" not in captured.out + captured.err
+    if code != 0:
+        assert len(captured.err.splitlines()) == 1, captured.err
+
+
+@pytest.mark.parametrize("args", [(), ("--dry-run",), ("--run-id", "0123abcd")])
+def test_an_unreachable_credentialed_server_is_refused_without_printing_credentials(tmp_path, args):
+    uri = f"http://{USER}:{TOKEN}@127.0.0.1:{free_port()}"
+    result = subprocess.run(
+        [sys.executable, "import_model.py", "--tracking-uri", uri, "--timeout", "3", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "BENTOML_HOME": str(tmp_path)},
+    )
+    assert result.returncode == errors.TrackingUnreachable.exit_code, result.stderr
+    assert "cannot reach the MLflow tracking server at http://***@127.0.0.1:" in result.stderr
+    assert TOKEN not in result.stdout + result.stderr
+    assert f"{USER}:" not in result.stdout + result.stderr

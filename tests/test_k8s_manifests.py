@@ -3,18 +3,16 @@ Kubernetes JSON schemas, and follows the deployment policy. No cluster, no netwo
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from collections import Counter
-from dataclasses import fields
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 
-from scoring.settings import PREFIX, Settings
+from scoring.serving.settings import PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "env/k8s"
@@ -90,11 +88,9 @@ def pre_stop_sleep_s(container: dict) -> int:
     return int(command[1])
 
 
-def request_timeout_s() -> int:
-    """The longest request BentoML lets run: `traffic={"timeout": N}` in service.py."""
-    match = re.search(r'traffic=\{"timeout":\s*(\d+)', (ROOT / "service.py").read_text())
-    assert match, 'service.py no longer sets traffic={"timeout": N}: update this test'
-    return int(match.group(1))
+def request_timeout_s(rendered: list[dict]) -> int:
+    """The longest request BentoML lets run: the service's setting, as the ConfigMap sets it."""
+    return Settings.from_env(one(rendered, "ConfigMap")["data"]).request_timeout_s
 
 
 def test_base_renders_one_each_of_deployment_service_hpa_pdb_and_configmap(rendered):
@@ -158,7 +154,7 @@ def test_lightgbm_threads_times_workers_equal_the_cpu_limit(rendered):
 
 
 def test_config_map_sets_only_known_scoring_settings(rendered):
-    known = {PREFIX + field.name.upper() for field in fields(Settings)}
+    known = {PREFIX + name.upper() for name in Settings.model_fields}
     unknown = one(rendered, "ConfigMap")["data"].keys() - known
     assert not unknown, f"settings.env sets {sorted(unknown)}, which the service never reads"
 
@@ -259,7 +255,7 @@ def test_grace_period_covers_the_pre_stop_pause_and_the_longest_request(rendered
     spec = pod_template(rendered)["spec"]
     grace = spec.get("terminationGracePeriodSeconds", 30)
     for container in spec["containers"]:
-        needed = pre_stop_sleep_s(container) + request_timeout_s()
+        needed = pre_stop_sleep_s(container) + request_timeout_s(rendered)
         assert grace > needed, (
             f"terminationGracePeriodSeconds {grace} <= preStop pause + request timeout "
             f"({needed} s): in-flight requests of {container['name']} would be killed"

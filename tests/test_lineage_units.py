@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from scoring.errors import ThresholdProblem
-from scoring.provenance import Provenance, redact_uri
-from scoring.threshold import Threshold, choose_threshold, threshold_sources
+from scoring.importing.errors import ThresholdProblem
+from scoring.importing.redact import redact_uri
+from scoring.importing.threshold import Threshold, choose_threshold, threshold_sources
+from scoring.stored_model.provenance import Provenance
 
 
 def test_threshold_sources_follow_precedence_version_tag_then_param_then_metric():

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.servers import ROOT, free_port, running
+from loadtest.processes import ROOT, free_port, running
 
 pytestmark = pytest.mark.server
 

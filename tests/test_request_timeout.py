@@ -1,4 +1,5 @@
-"""BentoML's TimeoutMiddleware with scoring/request_timeout.py installed, on a real event loop."""
+"""BentoML's TimeoutMiddleware with scoring/bentoml_patches/request_timeout.py installed, on a
+real event loop."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from scoring import request_timeout
+from scoring.bentoml_patches import request_timeout
 
 request_timeout.install()
 

@@ -1,4 +1,5 @@
-"""The per-worker listening socket swap (scoring/worker_sockets.py) on real loopback sockets."""
+"""The per-worker listening socket swap (scoring/bentoml_patches/worker_sockets.py) on real
+loopback sockets."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import socket
 
 import pytest
 
-from scoring.worker_sockets import listen_on_own_socket
+from scoring.bentoml_patches.worker_sockets import listen_on_own_socket
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT")
 

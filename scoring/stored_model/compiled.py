@@ -17,7 +17,6 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
-COMPILED_FILE = "forest.o"
 # A portable baseline (x86-64 with SSE4.2/POPCNT, any server CPU since ~2009), not the build
 # host's CPU: the image may run on older nodes than the machine that imported the model.
 TARGET_CPU = "x86-64-v2"

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 DEFAULT_RATE = 0.08
-FULL_FEATURE_COUNT = 189
 
 # Columns that are integers in the data; every other column is float64 and may hold NaN.
 INTEGER_COLUMNS = (

@@ -12,7 +12,8 @@ import lightgbm as lgb
 import mlflow
 from mlflow.models import Model
 
-from scoring.errors import BrokenRun, UnservableModel
+from scoring.importing.errors import BrokenRun, UnservableModel
+from scoring.stored_model.signature_types import INTEGER_TYPES
 
 BINARY_OBJECTIVES = ("binary", "cross_entropy", "xentropy")
 
@@ -84,7 +85,7 @@ def _example_row(spec: Model, local: Path, features: list[Feature]) -> dict[str,
     except Exception:
         example = None
     if example is None or not hasattr(example, "iloc"):
-        return {f.name: 0 if f.type in ("long", "integer") else 0.0 for f in features}
+        return {f.name: 0 if f.type in INTEGER_TYPES else 0.0 for f in features}
     row = example.iloc[0].to_dict()
     return {
         key: (

@@ -1,5 +1,5 @@
 """Which build is running: git revision and build time, baked into the Bento at build time
-(`build_info.json`, written by env/build_bento.sh), or read from git when serving from source."""
+(`build_info.json`, written by env/build_image.sh), or read from git when serving from source."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
-BUILD_INFO_FILE = Path(__file__).resolve().parent.parent / "build_info.json"
+BUILD_INFO_FILE = Path(__file__).resolve().parents[2] / "build_info.json"
 
 
 def _git(*args: str) -> str:

@@ -61,6 +61,24 @@ def listen_on_own_socket(fd: int, backlog: int = DEFAULT_BACKLOG) -> bool:
     return True
 
 
+def report(argv: list[str] = sys.argv) -> dict[str, object]:
+    """Whether this worker's API descriptor is a listening SO_REUSEPORT socket of its own. The
+    socket's inode tells workers apart: with a shared socket they would all report the same."""
+    fd = _option(argv, "--fd")
+    if fd is None:
+        return {"own_socket": False, "reason": "not a `bentoml serve` HTTP worker"}
+    sock = socket.socket(fileno=os.dup(fd))
+    try:
+        own = bool(
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+            and hasattr(socket, "SO_REUSEPORT")
+            and sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+        )
+    finally:
+        sock.close()
+    return {"own_socket": own, "socket_inode": os.fstat(fd).st_ino}
+
+
 def _bind_api_port_without_listening() -> None:
     from circus.sockets import CircusSocket
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
-INTEGER_TYPES = ("long", "integer", "boolean")
+from scoring.stored_model.signature_types import INTEGER_TYPES
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from scoring.errors import ThresholdProblem
+from scoring.importing.errors import ThresholdProblem
 
 THRESHOLD_KEYS = ("decision_threshold", "optimal_threshold", "threshold")
 AGREEMENT_TOLERANCE = 1e-9

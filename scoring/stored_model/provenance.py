@@ -4,7 +4,6 @@ read back by the service. One definition, so the two sides cannot drift apart.""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 REQUIRED_LABELS = ("run_id", "threshold", "threshold_source", "experiment")
 
@@ -37,14 +36,3 @@ class Provenance:
         fields = cls.__dataclass_fields__
         values = {key: labels.get(key, "") for key in fields if key != "threshold"}
         return cls(threshold=threshold, **values)
-
-
-def redact_uri(uri: str) -> str:
-    """Drop user:password from a URI, keeping the rest readable for a reviewer."""
-    parts = urlsplit(uri)
-    if parts.password is None and parts.username is None:
-        return uri
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))

@@ -1,7 +1,7 @@
 """Builds the credit-scoring MLflow state a real team has: research experiments plus one
 production run, registered with the `production` alias.
 
-Used by `env/build_demo_store.py` (the embedded default) and by the tests' fixtures.
+Used by `python -m demo_store` (the embedded default) and by the tests' fixtures.
 """
 
 from __future__ import annotations
@@ -16,13 +16,17 @@ import lightgbm as lgb
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, DataType, Schema, TensorSpec
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-from scoring.demo_data import make_applications
+from demo_store.data import INTEGER_COLUMNS, make_applications
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,38 @@ def threshold_analysis(target: np.ndarray, probability: np.ndarray) -> list[dict
         {"threshold": round(float(t), 2), "cost": business_cost(target, probability, t)}
         for t in np.arange(0.01, 1.0, 0.01)
     ]
+
+
+def model_signature(example: pd.DataFrame, prediction: np.ndarray | None) -> ModelSignature:
+    """The signature `infer_signature(example, prediction)` gives, with the column types
+    declared instead of inferred: the data's integer columns are `long`, every other column
+    `double`. A column is `required` when the example has no missing value in it, as
+    infer_signature decides. Declared, the types leave MLflow no integer-column hint to give."""
+    undeclared = [
+        name
+        for name in example.columns
+        if pd.api.types.is_integer_dtype(example[name]) != (name in INTEGER_COLUMNS)
+    ]
+    if undeclared:
+        raise ValueError(f"integer columns differ from data.INTEGER_COLUMNS: {undeclared}")
+    inputs = Schema(
+        [
+            ColSpec(
+                DataType.long if name in INTEGER_COLUMNS else DataType.double,
+                name,
+                required=bool(example[name].notna().all()),
+            )
+            for name in example.columns
+        ]
+    )
+    outputs = None if prediction is None else Schema([TensorSpec(prediction.dtype, (-1,))])
+    return ModelSignature(inputs, outputs)
+
+
+def _logistic_baseline() -> Pipeline:
+    """The research baseline: a logistic regression on imputed, standardised features (on
+    the raw features, days and amounts in the hundreds of thousands, lbfgs does not converge)."""
+    return make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression())
 
 
 def _progress_callback(total: int):
@@ -139,7 +175,7 @@ def log_production_candidate(
         info = mlflow.lightgbm.log_model(
             model,
             name="model",
-            signature=infer_signature(example, model.predict_proba(example)[:, 1]),
+            signature=model_signature(example, model.predict_proba(example)[:, 1]),
             input_example=example,
             registered_model_name=registered_model_name,
             # Stated, not inferred: inference re-imports the model in a subprocess (~7 s).
@@ -167,9 +203,9 @@ def _log_research_experiments(
         sample_x, sample_y, test_size=0.3, random_state=2, stratify=sample_y
     )
     use_experiment("credit_scoring_model_selection", artifact_root)
-    logistic = LogisticRegression(max_iter=300).fit(fit_x.fillna(0), fit_y)
+    logistic = _logistic_baseline().fit(fit_x, fit_y)
     with mlflow.start_run(run_name="LogisticRegression"):
-        auc = roc_auc_score(eval_y, logistic.predict_proba(eval_x.fillna(0))[:, 1])
+        auc = roc_auc_score(eval_y, logistic.predict_proba(eval_x)[:, 1])
         mlflow.log_metric("roc_auc", auc)
     for n_estimators in (50, 100):
         model = lgb.LGBMClassifier(n_estimators=n_estimators, verbose=-1).fit(fit_x, fit_y)

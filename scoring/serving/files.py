@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scoring.features import (
+from scoring.serving.features import (
     FeatureSpec,
     RequestError,
     check_integer_columns,
@@ -16,8 +16,6 @@ from scoring.features import (
     model_order,
 )
 
-# A file may carry this many times the per-request row maximum: files are for bulk scoring.
-FILE_ROW_FACTOR = 20
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 

@@ -6,7 +6,6 @@ alias that moves during the import cannot change what is imported.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass, field, replace
 
@@ -15,12 +14,14 @@ from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from scoring.errors import (
+from scoring.importing.errors import (
     AmbiguousProduction,
     BrokenRun,
+    ImportRefused,
     NoProductionModel,
     TrackingUnreachable,
 )
+from scoring.importing.redact import redact_text, redact_uri, secrets_of
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Candidate:
     run_tags: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    model_problem: ImportRefused | None = None
+    """Why the run's model cannot be used (no artifact, several): raised when it is checked."""
 
     def describe(self) -> str:
         registry = ""
@@ -56,9 +59,9 @@ def connect(tracking_uri: str, timeout_s: float) -> MlflowClient:
     try:
         client.search_experiments(max_results=1)
     except Exception as error:  # any transport or store error means we cannot read MLflow
-        reason = str(error).splitlines()[0][:200]
+        reason = redact_text(str(error).splitlines()[0][:200], secrets_of(tracking_uri))
         raise TrackingUnreachable(
-            f"cannot reach the MLflow tracking server at {tracking_uri}: {reason}; "
+            f"cannot reach the MLflow tracking server at {redact_uri(tracking_uri)}: {reason}; "
             "check --tracking-uri / MLFLOW_TRACKING_URI"
         ) from error
     return client
@@ -114,8 +117,23 @@ def _run_model_uri(client: MlflowClient, run) -> str:
         )
     if logged:
         return f"models:/{logged[0].model_id}"
-    if any(item.path == "model" for item in client.list_artifacts(run.info.run_id)):
-        return f"runs:/{run.info.run_id}/model"
+    # MLflow 2 logged a model as an artifact folder holding an MLmodel file, under any name.
+    folders = [item.path for item in client.list_artifacts(run.info.run_id) if item.is_dir]
+    models = [
+        folder
+        for folder in folders
+        if any(
+            item.path.endswith("/MLmodel")
+            for item in client.list_artifacts(run.info.run_id, folder)
+        )
+    ]
+    if len(models) > 1:
+        raise AmbiguousProduction(
+            f"run {run.info.run_id} logged several models ({', '.join(models)}); "
+            "register the one to serve"
+        )
+    if models:
+        return f"runs:/{run.info.run_id}/{models[0]}"
     raise BrokenRun(
         f"run {run.info.run_id} has no model artifact; log one with mlflow.lightgbm.log_model"
     )
@@ -216,7 +234,9 @@ def ranked_by_metric(client: MlflowClient, metric: str, experiment: str | None) 
     ranked = []
     for run in runs:
         candidate = _candidate_from_run(client, run, f"best {metric}={run.data.metrics[metric]:g}")
-        with contextlib.suppress(BrokenRun, AmbiguousProduction):  # refused later, with reason
+        try:
             candidate = replace(candidate, model_uri=_run_model_uri(client, run))
+        except (BrokenRun, AmbiguousProduction) as problem:  # refused when checked, with reason
+            candidate = replace(candidate, model_problem=problem)
         ranked.append(candidate)
     return ranked

@@ -1,4 +1,5 @@
-"""Start and stop real server processes for tests: on a free loopback port, stopped by PID."""
+"""Start and stop real server processes (for the benchmark and the tests): on a free loopback
+port, stopped by PID."""
 
 from __future__ import annotations
 

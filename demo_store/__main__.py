@@ -2,8 +2,8 @@
 credit-scoring team's experiments and one production model registered as
 `credit_scoring@production`.
 
-    python env/build_demo_store.py            # small model, well under a minute
-    python env/build_demo_store.py --full     # the documents' model: 189 features, 968 trees
+    python -m demo_store            # small model, well under a minute
+    python -m demo_store --full     # the documents' model: 189 features, 968 trees
 """
 
 from __future__ import annotations
@@ -11,12 +11,9 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from scoring.mlflow_demo import FULL, SMALL, build_demo_store
+from demo_store.mlflow_runs import FULL, SMALL, build_demo_store
 
 DEFAULT_STORE = Path(__file__).resolve().parent.parent / "mlflow-demo"
 

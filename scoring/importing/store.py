@@ -10,10 +10,9 @@ import bentoml
 import lightgbm as lgb
 from bentoml.exceptions import NotFound
 
-from scoring import compiled as compiled_forest
-from scoring.errors import UnservableModel
-
-BOOSTER_FILE = "model.txt"
+from scoring.importing.errors import UnservableModel
+from scoring.stored_model import compiled as compiled_forest
+from scoring.stored_model.layout import BOOSTER_FILE, COMPILED_FILE
 
 
 def bento_tag(
@@ -48,11 +47,10 @@ def save_booster(
     if compile_forest:
         metadata = {**metadata, "compiled_forest": compiled_forest.metadata()}
     with bentoml.models.create(tag, labels=labels, metadata=metadata) as model:
-        # LightGBM's own text format: no pickle, readable by any LightGBM version >= 4.
         booster_file = Path(model.path_of(BOOSTER_FILE))
         booster.save_model(booster_file)
         if compile_forest:
-            _compile_and_check(booster_file, Path(model.path_of(compiled_forest.COMPILED_FILE)))
+            _compile_and_check(booster_file, Path(model.path_of(COMPILED_FILE)))
     return bentoml.models.get(tag)
 
 

@@ -1,0 +1,65 @@
+"""Fixes to BentoML's internals, behind one fence.
+
+Each module here replaces one piece of BentoML 1.4 that cost measured speed (see its docstring).
+`install()` is the only entry point: it refuses a BentoML release the patches were not checked
+against, installs every patch, logs which are active, and keeps a report for GET /version.
+Each patch has a canary test (tests/test_bentoml_patches.py) that fails the day upstream fixes
+the bug it works around, and a test that it is active in a real `bentoml serve`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import bentoml
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+from scoring.bentoml_patches import batching_wait, request_timeout, worker_sockets
+
+log = logging.getLogger("bentoml.credit_scoring")
+
+# The releases whose internals the patches were written and canary-tested against. To widen it,
+# run tests/test_bentoml_patches.py on the new release: a failing canary means upstream changed
+# (or fixed) what a patch replaces, so re-read that part of BentoML before serving on it.
+SUPPORTED_BENTOML = SpecifierSet("==1.4.39")
+
+# name -> what reports, in the running process, whether the patch took effect there.
+_REPORTS: dict[str, Callable[[], dict[str, Any]]] = {
+    "batching_wait": batching_wait.report,
+    "request_timeout": request_timeout.report,
+    "worker_sockets": worker_sockets.report,
+}
+
+
+class UnsupportedBentoML(RuntimeError):  # noqa: N818 - named for what the operator sees
+    """The installed BentoML is outside SUPPORTED_BENTOML."""
+
+
+def check_version(installed: str = bentoml.__version__) -> None:
+    if Version(installed) not in SUPPORTED_BENTOML:
+        raise UnsupportedBentoML(
+            f"BentoML {installed} is installed; scoring/bentoml_patches replaces internals of "
+            f"BentoML {SUPPORTED_BENTOML} only: install that (env/requirements.lock), or re-check "
+            "each patch against the new release (tests/test_bentoml_patches.py) and widen "
+            "SUPPORTED_BENTOML"
+        )
+
+
+def install(workers: int) -> dict[str, Any]:
+    """Install every patch in this process (call it at service import, before the service class
+    is built) and return the report GET /version shows."""
+    check_version()
+    batching_wait.install()
+    request_timeout.install()
+    worker_sockets.install(workers, bentoml.server_context.worker_index)
+    active = report()
+    log.debug("BentoML %s patches: %s", bentoml.__version__, active)
+    return active
+
+
+def report() -> dict[str, Any]:
+    """Each patch as this process sees it now: not what was asked for, what took effect."""
+    return {name: describe() for name, describe in _REPORTS.items()}

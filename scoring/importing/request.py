@@ -1,0 +1,32 @@
+"""What to import and how: the importer's one input, built by import_model.py's CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_MODEL_NAME = "credit_scoring"
+DEFAULT_ALIAS = "production"
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    tracking_uri: str
+    """MLflow tracking URI; may carry credentials, which are never printed or stored."""
+    model_name: str = DEFAULT_MODEL_NAME
+    """Registered model to resolve --alias and --version in."""
+    alias: str | None = None
+    version: str | None = None
+    run_id: str | None = None
+    tag: tuple[str, str] | None = None
+    """(key, value): the one active run tagged so."""
+    best_by: str | None = None
+    """Metric: the complete run with its highest value."""
+    experiment: str | None = None
+    """Limits `tag` and `best_by` to this experiment."""
+    threshold: float | None = None
+    """Overrides every threshold recorded in MLflow."""
+    bento_name: str = DEFAULT_MODEL_NAME
+    timeout_s: float = 10.0
+    compile: bool = False
+    """Also store the forest compiled to machine code."""
+    dry_run: bool = False

@@ -1,0 +1,167 @@
+"""The import's steps: resolve candidates, check each, save the chosen one with its lineage.
+`import_model(request)` runs them all; it prints nothing (the CLI does)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+from scoring.importing import resolve
+from scoring.importing import store as bento_store
+from scoring.importing.errors import ImportRefused
+from scoring.importing.model_checks import CheckedModel, check_model, download_model
+from scoring.importing.redact import redact_uri
+from scoring.importing.request import DEFAULT_ALIAS, ImportRequest
+from scoring.importing.threshold import Threshold, choose_threshold, threshold_sources
+from scoring.stored_model.provenance import Provenance
+
+
+@dataclass(frozen=True)
+class Servable:
+    candidate: resolve.Candidate
+    model: CheckedModel
+    threshold: Threshold
+
+
+@dataclass(frozen=True)
+class Outcome:
+    considered: list[str]
+    """A line per candidate looked at: chosen or refused, and why."""
+    tag: str = ""
+    """The Bento model written or reused; empty for a dry run."""
+    reused: bool = False
+    summary: str = ""
+
+
+def _candidates(request: ImportRequest) -> list[resolve.Candidate]:
+    client = resolve.connect(request.tracking_uri, request.timeout_s)
+    if request.version:
+        return [resolve.by_version(client, request.model_name, request.version)]
+    if request.run_id:
+        return [resolve.by_run_id(client, request.run_id)]
+    if request.tag:
+        key, value = request.tag
+        return [resolve.by_run_tag(client, key, value, request.experiment)]
+    if request.best_by:
+        return resolve.ranked_by_metric(client, request.best_by, request.experiment)
+    return [resolve.by_alias(client, request.model_name, request.alias or DEFAULT_ALIAS)]
+
+
+def _check(candidate: resolve.Candidate, request: ImportRequest, scratch: Path) -> Servable:
+    if candidate.model_problem is not None:
+        raise candidate.model_problem
+    threshold = choose_threshold(
+        request.threshold,
+        threshold_sources(candidate.version_tags, candidate.params, candidate.metrics),
+    )
+    destination = scratch / candidate.run_id
+    destination.mkdir(exist_ok=True)
+    local = download_model(candidate.model_uri, destination, request.tracking_uri)
+    return Servable(candidate, check_model(local), threshold)
+
+
+def find_servable(request: ImportRequest, scratch: Path) -> tuple[Servable, list[str]]:
+    """The first candidate that passes every check, and a line per candidate considered.
+
+    With --best-by an incomplete run is skipped in favour of the next best; any other way of
+    choosing names exactly one run, so its refusal ends the import. A refusal carries the lines
+    considered so far, for --dry-run.
+    """
+    considered: list[str] = []
+    last_refusal: ImportRefused | None = None
+    for candidate in _candidates(request):
+        try:
+            servable = _check(candidate, request, scratch)
+        except ImportRefused as refusal:
+            considered.append(
+                f"refused  {candidate.describe()} [{candidate.resolved_by}]: {refusal}"
+            )
+            refusal.considered = tuple(considered)
+            if not request.best_by:
+                raise
+            last_refusal = refusal
+            continue
+        considered.append(
+            f"chosen   {candidate.describe()} [{candidate.resolved_by}]: {candidate.model_uri}, "
+            f"threshold {servable.threshold.value:g} ({servable.threshold.source})"
+        )
+        return servable, considered
+    final = type(last_refusal)(
+        f"no complete run among {len(considered)} candidates; last: {last_refusal}"
+    )
+    final.considered = tuple(considered)
+    raise final
+
+
+def _metadata(servable: Servable, redacted_uri: str) -> dict:
+    candidate, model = servable.candidate, servable.model
+    return {
+        "mlflow_model_uri": candidate.model_uri,
+        "tracking_uri": redacted_uri,
+        "resolved_by": candidate.resolved_by,
+        "metrics": candidate.metrics,
+        "params": candidate.params,
+        "features": [{"name": f.name, "type": f.type} for f in model.features],
+        # JSON text: Bento metadata cannot hold None, and missing values are None here.
+        "input_example_json": json.dumps(model.input_example),
+        "imported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "library_versions": {lib: version(lib) for lib in ("lightgbm", "mlflow", "bentoml")},
+    }
+
+
+def save_to_store(servable: Servable, request: ImportRequest) -> tuple[str, bool]:
+    """Return (tag, reused): an identical earlier import is reused, not written again."""
+    candidate = servable.candidate
+    tag = bento_store.bento_tag(
+        request.bento_name,
+        candidate.model_uri,
+        servable.threshold.value,
+        candidate.model_version,
+        compiled=request.compile,
+    )
+    if bento_store.existing(tag) is not None:
+        return tag, True
+    provenance = Provenance(
+        run_id=candidate.run_id,
+        threshold=servable.threshold.value,
+        threshold_source=servable.threshold.source,
+        experiment=candidate.experiment,
+        stage=candidate.run_tags.get("stage", ""),
+        registered_model=candidate.registered_model,
+        model_version=candidate.model_version,
+        model_alias=candidate.model_alias,
+    )
+    bento_store.save_booster(
+        tag,
+        servable.model.booster,
+        provenance.to_labels(),
+        _metadata(servable, redact_uri(request.tracking_uri)),
+        compile_forest=request.compile,
+    )
+    return tag, False
+
+
+def import_model(request: ImportRequest) -> Outcome:
+    """Resolve, check and (unless a dry run) save. Raises an ImportRefused subclass, with the
+    store untouched, when anything is missing, broken or ambiguous."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="import-model-") as scratch:
+        chosen, considered = find_servable(request, Path(scratch))
+        if request.dry_run:
+            return Outcome(considered)
+        tag, reused = save_to_store(chosen, request)
+    verb = "already in the Bento store, reused" if reused else "imported"
+    c = chosen.candidate
+    return Outcome(
+        considered,
+        tag,
+        reused,
+        f"{verb} {tag}: {c.describe()}, threshold {chosen.threshold.value:g} "
+        f"({chosen.threshold.source}){', with the compiled forest' if request.compile else ''} "
+        f"in {time.perf_counter() - started:.1f} s",
+    )

@@ -1,0 +1,1 @@
+"""service.py's request path: settings, request schema, files, request guard, /version, metrics."""

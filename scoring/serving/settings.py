@@ -1,0 +1,96 @@
+"""Service settings: environment variables with the SCORING_ prefix, read once into one typed
+object and validated at start-up, so a bad value stops the service instead of mis-scoring."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PREFIX = "SCORING_"
+# A file upload may carry this many times a JSON request's rows and bytes: files are for bulk.
+FILE_SIZE_FACTOR = 20
+
+
+class SettingsError(ValueError):
+    """A SCORING_* variable the service cannot start with; the message names it."""
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: the cgroup quota (a Kubernetes CPU limit) or the affinity."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            return max(1, math.floor(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return len(os.sched_getaffinity(0))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, env_ignore_empty=True, frozen=True, allow_inf_nan=False
+    )
+
+    model_tag: str = Field("credit_scoring:latest", min_length=1)
+    """Bento model to serve (the bentofile's model by default); rollback = an older tag."""
+    threshold: float | None = Field(None, gt=0, lt=1)
+    """Decision threshold override, in (0, 1); unset = the model's `threshold` label."""
+    lgbm_threads: int = Field(0, ge=0)
+    """LightGBM threads per worker; 0 = available CPUs / workers."""
+    workers: int = Field(0, ge=0)
+    """HTTP worker processes; 0 = one per available CPU."""
+    max_rows_per_request: int = Field(5000, ge=1)
+    """Largest batch of applications one JSON request may carry (400 above it)."""
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1)
+    """Largest JSON request body (413 above it)."""
+    max_batch_size: int = Field(2048, ge=1)
+    """Adaptive batching: most rows merged into one model call."""
+    max_latency_ms: int = Field(200, ge=1)
+    """Adaptive batching: latency bound; requests that cannot meet it are shed with 503."""
+    request_timeout_s: int = Field(30, ge=1)
+    """Longest a request may run before a 504; the Kubernetes grace period must cover it."""
+    trace_scoring: bool = False
+    """true = OpenTelemetry spans for the scoring routes too (costly; see README)."""
+    access_log: bool = False
+    """true = one log line per request (BentoML's access log); off by default for speed."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings from `environ` (default: the process environment). A bad value is a
+        SettingsError naming the variable."""
+        try:
+            if environ is None:
+                return cls()
+            values = {
+                key.removeprefix(PREFIX).lower(): value
+                for key, value in environ.items()
+                if key.startswith(PREFIX) and value != ""
+            }
+            # As from the process environment: variables the service does not read are ignored.
+            values = {key: value for key, value in values.items() if key in cls.model_fields}
+            return cls.model_validate(values)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{PREFIX}{'.'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg']}"
+                for e in error.errors()
+            )
+            raise SettingsError(problems) from None
+
+    @property
+    def max_file_rows(self) -> int:
+        return self.max_rows_per_request * FILE_SIZE_FACTOR
+
+    @property
+    def max_file_bytes(self) -> int:
+        return self.max_body_bytes * FILE_SIZE_FACTOR
+
+    def worker_count(self) -> int:
+        return self.workers or available_cpus()
+
+    def booster_threads(self) -> int:
+        return self.lgbm_threads or max(1, available_cpus() // self.worker_count())

@@ -1,0 +1,1 @@
+"""The Bento model as both sides see it: the importer writes it, the service reads it."""
