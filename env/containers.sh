@@ -1,6 +1,6 @@
 # Sourced by env/base_image.sh and env/build_image.sh: pick a container engine and, for podman,
 # a private configuration selected by environment variables (nothing written under /etc). See
-# ../shared/CONTAINERS.md for why each setting is there.
+# README "The OCI image" for why each setting is there.
 #   ENGINE=docker|podman   skip the detection
 #   ENGINE_DIR=DIR         podman's configuration and storage (default .build/containers)
 

@@ -135,3 +135,12 @@ def test_unknown_feature_is_refused_naming_it(client, demo_rows):
     response = client.post("/predict", json={"applications": [row]})
     assert response.status_code == 400
     assert names_the_field(response.json(), "FAVOURITE_COLOUR")
+
+
+def test_json_routes_declare_their_media_type_so_bentoml_skips_a_schema_per_response(client):
+    import service
+
+    for name in ("predict", "predict_compact", "explain"):
+        assert service.CreditScoring.apis[name].output_spec.media_type == "application/json"
+    response = client.post("/predict", json={"applications": [service.EXAMPLE]})
+    assert response.headers["content-type"] == "application/json"

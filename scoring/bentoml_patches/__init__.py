@@ -56,7 +56,7 @@ def install(workers: int) -> dict[str, Any]:
     request_timeout.install()
     worker_sockets.install(workers, bentoml.server_context.worker_index)
     active = report()
-    log.debug("BentoML %s patches: %s", bentoml.__version__, active)
+    log.info("BentoML %s patches installed: %s", bentoml.__version__, ", ".join(active))
     return active
 
 
