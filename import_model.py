@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         # Imported here, not at the top: `--help` and usage errors stay instant.
         from scoring.importing.steps import import_model
 
+        # MLflow sets its own loggers to INFO when imported ("Creating initial MLflow database
+        # tables..." for every sqlite store): the CLI's output is its one line.
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
         outcome = import_model(request)
     except ImportRefused as refusal:
         if request.dry_run and refusal.considered:

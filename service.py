@@ -26,18 +26,19 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from scoring.serving.features import (
     CompactTable,
+    NumericCompactTable,
     compact_to_matrix,
+    encoders,
     records_to_matrix,
     row_limit,
 )
 from scoring.serving.files import UploadedApplications, read_applications_file
 from scoring.serving.image import IMAGE
-from scoring.serving.metrics import record
+from scoring.serving.metrics import count_unseen_category, record
+from scoring.serving.model import ServedModel
 from scoring.serving.request_guard import install_request_guard
 from scoring.serving.startup import prepare_service
 from scoring.serving.version import VERSION, version_app
-from scoring.stored_model import compiled
-from scoring.stored_model.layout import BOOSTER_FILE, COMPILED_FILE
 
 log = logging.getLogger("bentoml.credit_scoring")
 
@@ -64,19 +65,25 @@ Applications = Annotated[
 ]
 
 
+ENCODERS = encoders(SPEC, SETTINGS.unseen_category, on_unseen=count_unseen_category)
+
+
 def _compact_matrix(table: CompactTable) -> np.ndarray:
-    return compact_to_matrix(table, SPEC, SETTINGS.max_rows_per_request)
+    return compact_to_matrix(table, SPEC, SETTINGS.max_rows_per_request, ENCODERS)
 
 
 CompactApplications = Annotated[
-    CompactTable,
+    # An all-numeric model's rows are parsed as numbers straight away (the fast path).
+    NumericCompactTable if SPEC.numeric_only else CompactTable,
     AfterValidator(_compact_matrix),
     Field(examples=[{"columns": list(EXAMPLE), "data": [list(EXAMPLE.values())]}]),
 ]
 
 
 def _read_applications_file(path: Path) -> UploadedApplications:
-    return read_applications_file(path, SPEC, SETTINGS.max_file_rows)
+    return read_applications_file(
+        path, SPEC, SETTINGS.max_file_rows, SETTINGS.unseen_category, count_unseen_category
+    )
 
 
 # Validated at the boundary like JSON bodies, so a bad file is a 400 naming `file`; the API
@@ -97,7 +104,10 @@ class Prediction(BaseModel):
 
 class Contribution(BaseModel):
     feature: str
-    value: float | None = Field(..., description="the feature's input value (null = missing)")
+    value: float | str | bool | None = Field(
+        ...,
+        description="the feature's input value: a number, a category or a boolean (null = missing)",
+    )
     contribution: float = Field(..., description="log-odds contribution (TreeSHAP)")
 
 
@@ -124,29 +134,22 @@ class CreditScoring:
     bento_model = bentoml.models.BentoModel(SETTINGS.model_tag)
 
     def __init__(self) -> None:
-        from scoring.stored_model.provenance import Provenance
-
-        model = self.bento_model
-        self.model_tag = str(model.tag)
-        self.provenance = Provenance.from_labels(model.info.labels)
+        self.model = ServedModel.load(self.bento_model, SPEC, Application, EXAMPLE)
+        self.model_tag, self.provenance = self.model.tag, self.model.provenance
         if SETTINGS.threshold is not None:
             self.threshold, self.threshold_origin = SETTINGS.threshold, "override SCORING_THRESHOLD"
         else:
             self.threshold, self.threshold_origin = self.provenance.threshold, "model label"
         threads = SETTINGS.booster_threads()
-        self.booster = lgb.Booster(model_file=model.path_of(BOOSTER_FILE))
         # Per call: a Booster loaded from file ignores constructor params.
         self.predict_params = {"num_threads": threads}
-        if tuple(self.booster.feature_name()) != SPEC.names:
-            raise RuntimeError(f"{self.model_tag}: booster features differ from its signature")
-        # Scoring goes through the compiled forest when the import stored one (and it matches
-        # the booster on probe rows), else through the booster; /explain always uses the booster.
-        self.scorer, self.predictor = self._scorer(Path(model.path))
+        # Scoring goes through the compiled forest when the import stored one, else through the
+        # booster; /explain always uses the booster.
+        self.booster, self.scorer = self.model.booster, self.model.scorer
         # Move start-up objects (model, schema, libraries) out of the collector's reach: full
         # collections then scan only request garbage, which cut p99 spikes under load.
         gc.collect()
         gc.freeze()
-        self.ready = self._self_test()
         VERSION.update(self._version(threads))
         log.info(
             "serving %s run_id=%s threshold=%s (%s, source %s) lightgbm_threads=%d",
@@ -157,22 +160,6 @@ class CreditScoring:
             self.provenance.threshold_source,
             threads,
         )
-
-    def _scorer(self, model_dir: Path) -> tuple[object, str]:
-        compiled_file = model_dir / COMPILED_FILE
-        if not compiled_file.exists():
-            return self.booster, f"lightgbm {lgb.__version__} Booster"
-        if not compiled.runs_here():
-            log.warning("forest compiled for %s: booster used instead", compiled.ARCHITECTURE)
-            return self.booster, f"lightgbm {lgb.__version__} Booster (compiled forest skipped)"
-        forest = compiled.load_forest(model_dir / BOOSTER_FILE, compiled_file, self.booster)
-        compiled.check_matches_booster(forest, self.booster, compiled.probe_rows(self.booster))
-        return forest, f"compiled forest, {compiled.metadata()['compiler']}"
-
-    def _self_test(self) -> bool:
-        row = Application.model_validate(EXAMPLE)
-        probability = self.scorer.predict(records_to_matrix([row]))
-        return bool(np.all((probability >= 0) & (probability <= 1)))
 
     def _version(self, threads: int) -> dict:
         from scoring.serving.build_info import build_info
@@ -200,7 +187,7 @@ class CreditScoring:
                 "bentoml_serving": bentoml.__version__,
             },
             "lightgbm_threads": threads,
-            "predictor": self.predictor,
+            "predictor": self.model.predictor,
             "features": len(SPEC.names),
             # Which process answered: with several workers, each serves its own connections.
             "worker": {
@@ -211,7 +198,7 @@ class CreditScoring:
         }
 
     def __is_ready__(self) -> bool:
-        return self.ready
+        return True  # __init__ has loaded the model and passed its self-test
 
     async def _probabilities(self, rows: np.ndarray) -> np.ndarray:
         # The batch APIs are async on purpose: a small batch is scored right on the event
@@ -268,7 +255,7 @@ class CreditScoring:
                     top_contributions=[
                         Contribution(
                             feature=SPEC.names[i],
-                            value=None if np.isnan(row[i]) else float(row[i]),
+                            value=SPEC.value_of(SPEC.names[i], row[i]),
                             contribution=float(contrib[i]),
                         )
                         for i in top

@@ -196,11 +196,11 @@ def prepare_model(env: dict[str, str]) -> tuple[dict[str, str], str, int]:
 
 def in_process_rows_per_s(model_file: str, records: list[dict], threads: int) -> float:
     import lightgbm as lgb
-    import numpy as np
+
+    from loadtest.model_rows import RowEncoder
 
     booster = lgb.Booster(model_file=model_file)
-    names = booster.feature_name()
-    rows = np.array([[r[n] for n in names] for r in records], dtype=np.float64)
+    rows = RowEncoder(booster).matrix(records)
     booster.predict(rows, num_threads=threads)
     best = 0.0
     for _ in range(20):
@@ -243,7 +243,15 @@ def servers(
 
     def floor():
         port = free_port()
-        command = [py, "loadtest/floor_server.py", "--model-file", model_file, "--port", str(port)]
+        command = [
+            py,
+            "-m",
+            "loadtest.floor_server",
+            "--model-file",
+            model_file,
+            "--port",
+            str(port),
+        ]
         url = f"http://127.0.0.1:{port}"
         return running(command, url + "/health", logs / "floor.log", env=env), url + "/predict"
 

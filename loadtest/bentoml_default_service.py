@@ -10,7 +10,7 @@ import os
 
 import bentoml
 import lightgbm as lgb
-import numpy as np
+import pandas as pd
 
 
 @bentoml.service(name="credit_scoring_default")
@@ -20,8 +20,12 @@ class Default:
     def __init__(self) -> None:
         self.booster = lgb.Booster(model_file=self.model.path_of("model.txt"))
         self.names = self.booster.feature_name()
+        features = self.model.info.metadata["features"]
+        self.categorical = [f["name"] for f in features if f.get("categories") is not None]
 
     @bentoml.api
-    def predict(self, applications: list[dict[str, float | None]]) -> list[float]:
-        rows = np.array([[a[n] for n in self.names] for a in applications], dtype=np.float64)
-        return self.booster.predict(rows).tolist()
+    def predict(self, applications: list[dict[str, float | str | None]]) -> list[float]:
+        # The quick start's way: a pandas frame, categories as `category` (LightGBM maps them).
+        frame = pd.DataFrame.from_records(applications, columns=self.names)
+        frame[self.categorical] = frame[self.categorical].astype("category")
+        return self.booster.predict(frame).tolist()

@@ -2,7 +2,7 @@
 same Booster on numpy rows. No validation, no batching, no framework: the least a Python HTTP
 server does per request, so our service is measured against it.
 
-    python loadtest/floor_server.py --model-file PATH --port 3101
+    python -m loadtest.floor_server --model-file PATH --port 3101
 """
 
 from __future__ import annotations
@@ -11,22 +11,22 @@ import argparse
 import json
 
 import lightgbm as lgb
-import numpy as np
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from loadtest.model_rows import RowEncoder
+
 
 def build_app(model_file: str) -> Starlette:
     booster = lgb.Booster(model_file=model_file)
-    names = booster.feature_name()
+    encoder = RowEncoder(booster)
 
     async def predict(request: Request) -> Response:
         records = json.loads(await request.body())["applications"]
-        rows = np.array([[record[n] for n in names] for record in records], dtype=np.float64)
-        probabilities = booster.predict(rows, num_threads=1)
+        probabilities = booster.predict(encoder.matrix(records), num_threads=1)
         return Response(json.dumps(probabilities.tolist()), media_type="application/json")
 
     async def health(_: Request) -> Response:

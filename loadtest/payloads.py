@@ -7,10 +7,12 @@ import json
 
 from demo_store.data import make_applications
 
-NAMED_FEATURES = 24  # the demo data's named columns; larger models add BUREAU_AGG_* columns
+# The demo data's named columns (numeric and categorical); larger models add BUREAU_AGG_*.
+NAMED_FEATURES = make_applications(1)[0].shape[1]
 
 
 def application_records(n_rows: int, n_features: int, seed: int = 7) -> list[dict]:
+    """Rows as JSON objects: numbers, categories as strings, a missing value as null."""
     frame, _ = make_applications(n_rows, None if n_features <= NAMED_FEATURES else n_features, seed)
     return json.loads(frame.to_json(orient="records"))
 

@@ -89,3 +89,15 @@ def demo_rows(production_model):
 
     frame, _ = make_applications(300, seed=42)
     return json.loads(frame.to_json(orient="records"))
+
+
+@pytest.fixture(scope="session")
+def client(production_model):
+    """The service's ASGI app (`to_asgi()`) behind a test client, in this process. One per
+    session: BentoML registers its Prometheus metrics when the app is built, once per process."""
+    from starlette.testclient import TestClient
+
+    import service
+
+    with TestClient(service.CreditScoring.to_asgi()) as test_client:
+        yield test_client

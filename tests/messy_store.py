@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from demo_store.data import make_applications
+from demo_store.data import CATEGORICAL_COLUMNS, make_applications
 from demo_store.mlflow_runs import (
     TINY,
     log_production_candidate,
@@ -40,9 +40,20 @@ class MessyStore:
 
 
 def _log_model(
-    model, *, run_name: str, params=None, metrics=None, signature=True, flavor=mlflow.lightgbm
+    model,
+    *,
+    run_name: str,
+    params=None,
+    metrics=None,
+    signature=True,
+    flavor=mlflow.lightgbm,
+    columns=None,
 ) -> str:
-    features = make_applications(50, seed=9)[0].fillna(0)
+    features = make_applications(50, seed=9)[0]
+    numeric = [name for name in features.columns if name not in CATEGORICAL_COLUMNS]
+    # Numeric gaps filled; a missing category stays missing (its column then optional).
+    features[numeric] = features[numeric].fillna(0)
+    features = features if columns is None else features[columns]
     with mlflow.start_run(run_name=run_name) as run:
         if params:
             mlflow.log_params(params)
@@ -106,11 +117,18 @@ def build_messy_store(tracking_uri: str, artifact_root: Path) -> MessyStore:
     )
     partial = _log_model(model, run_name="partial_artifact", params={"decision_threshold": 0.4})
     # Scaled so lbfgs converges; no SimpleImputer: skops would refuse its numpy.dtype state.
+    # The numeric columns only: this model is there to be refused as not LightGBM, whatever
+    # its inputs, and a numeric signature keeps that the only thing wrong with it.
+    numeric = [name for name in features.columns if name not in CATEGORICAL_COLUMNS]
     logistic = make_pipeline(StandardScaler(), LogisticRegression()).fit(
-        features.fillna(0).head(500), target.head(500)
+        features[numeric].fillna(0).head(500), target.head(500)
     )
     not_lightgbm = _log_model(
-        logistic, run_name="logistic", params={"decision_threshold": 0.4}, flavor=mlflow.sklearn
+        logistic,
+        run_name="logistic",
+        params={"decision_threshold": 0.4},
+        flavor=mlflow.sklearn,
+        columns=numeric,
     )
     multiclass = lgb.LGBMClassifier(n_estimators=5, verbose=-1).fit(
         features, features.REGION_RATING_CLIENT

@@ -5,23 +5,56 @@ from __future__ import annotations
 import bentoml
 import lightgbm as lgb
 import numpy as np
+import pandas as pd
 
 from scoring.stored_model.layout import BOOSTER_FILE
 
 
-def reference_probabilities(model_tag: str, records: list[dict]) -> np.ndarray:
-    """What the model says in-process, straight from the stored booster."""
+def training_style_frame(
+    booster: lgb.Booster, records: list[dict], categorical: set[str]
+) -> pd.DataFrame:
+    """Records as the team's training code held them: a pandas frame in the booster's column
+    order, the `categorical` columns as pandas categories (LightGBM maps those onto the
+    training categories itself), missing values as NaN."""
+    frame = pd.DataFrame.from_records(records, columns=booster.feature_name())
+    for name in frame.columns:
+        kind = "category" if name in categorical else np.float64
+        frame[name] = frame[name].astype(kind)
+    return frame
+
+
+def categories_of(model_tag: str) -> dict[str, list]:
+    features = bentoml.models.get(model_tag).info.metadata["features"]
+    return {f["name"]: f["categories"] for f in features if f.get("categories") is not None}
+
+
+def code_matrix(model_tag: str, records: list[dict]) -> np.ndarray:
+    """Records as the float64 matrix a compiled forest scores: each category as its code in
+    the training categories (pandas' own coding), missing and unseen values as NaN."""
     model = bentoml.models.get(model_tag)
     booster = lgb.Booster(model_file=model.path_of(BOOSTER_FILE))
-    names = booster.feature_name()
-    matrix = np.array([[row[name] for name in names] for row in records], dtype=np.float64)
-    return booster.predict(matrix)
+    frame = pd.DataFrame.from_records(records, columns=booster.feature_name())
+    for name, categories in categories_of(model_tag).items():
+        codes = pd.Categorical(frame[name], categories=categories).codes.astype(np.float64)
+        frame[name] = np.where(codes < 0, np.nan, codes)
+    return frame.astype(np.float64).to_numpy()
+
+
+def reference_probabilities(model_tag: str, records: list[dict]) -> np.ndarray:
+    """What LightGBM itself says in-process, from the stored booster, on a training-style
+    pandas frame."""
+    model = bentoml.models.get(model_tag)
+    booster = lgb.Booster(model_file=model.path_of(BOOSTER_FILE))
+    frame = training_style_frame(booster, records, set(categories_of(model_tag)))
+    return booster.predict(frame)
 
 
 def names_the_field(body: dict, field: str) -> bool:
-    """True when a JSON error body points at `field`: in a validation error's location or
-    message, or as the guard's `field`."""
-    if body.get("field") == field:
+    """True when a JSON error body (scoring/serving/refusals.py) points at `field`: as its
+    `field` path or a part of it (`AMT_CREDIT` in `applications.0.AMT_CREDIT`), or in one of its
+    `detail` entries' location or message."""
+    path = str(body.get("field", ""))
+    if field in (path, *path.split(".")):
         return True
     return any(
         field in [str(part) for part in detail.get("loc", [])] or field in detail.get("msg", "")

@@ -7,19 +7,38 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import json
+import shutil
+from pathlib import Path
+from typing import Annotated
 
 import bentoml
 import pytest
+from _bentoml_impl.serde import JSONSerde, MultipartSerde, Payload
 from _bentoml_impl.server import serving
+from _bentoml_impl.server.app import ServiceAppFactory
+from _bentoml_sdk.io_models import IODescriptor
+from bentoml._internal import context as bentoml_context
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from scoring import bentoml_patches
-from scoring.bentoml_patches import batching_wait, request_timeout, worker_sockets
+from scoring.bentoml_patches import (
+    batching_wait,
+    form_body,
+    json_body,
+    request_timeout,
+    worker_sockets,
+)
 
 
 def test_the_installed_bentoml_is_one_the_patches_were_checked_against():
@@ -34,7 +53,13 @@ def test_another_bentoml_release_is_refused_with_what_to_recheck():
 
 
 def test_every_patch_reports_its_state():
-    assert set(bentoml_patches.report()) == {"batching_wait", "request_timeout", "worker_sockets"}
+    assert set(bentoml_patches.report()) == {
+        "batching_wait",
+        "form_body",
+        "json_body",
+        "request_timeout",
+        "worker_sockets",
+    }
 
 
 def test_canary_upstream_batching_wait_still_grows_without_bound():
@@ -82,3 +107,291 @@ def test_canary_upstream_still_gives_all_workers_one_shared_api_socket():
     assert "reuseport" not in api_socket.lower(), "upstream uses SO_REUSEPORT now"
     # Every worker is started with `--fd` of that same socket.
     assert 'f"$(circus.sockets.{API_SERVER_NAME})"' in source, "workers no longer share its fd"
+
+
+class Row(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    AMT_CREDIT: float | None
+    CNT_CHILDREN: int
+    ORGANIZATION_TYPE: str | None = None
+
+
+def _score(self, rows: list[Row], top_k: Annotated[int, Field(ge=1, le=200)] = 5) -> None:
+    """A stand-in API function: BentoML builds its input model from this signature."""
+
+
+def test_canary_upstream_json_serde_still_keeps_the_last_value_of_a_repeated_key():
+    """BentoML's own JSON parsing of a request body, unpatched. When it refuses a repeated key,
+    drop the repeated-key half of json_body.py."""
+    spec = json_body.UPSTREAM_FROM_INPUT(IODescriptor, _score, skip_self=True)
+    body = b'{"rows": [{"AMT_CREDIT": 1000, "CNT_CHILDREN": 0, "AMT_CREDIT": 900000}]}'
+    parsed = json_body.UPSTREAM_DESERIALIZE_MODEL(JSONSerde(), Payload((body,)), spec)
+    assert parsed.rows[0].AMT_CREDIT == 900000, "upstream refuses repeated keys now"
+
+
+def test_canary_upstream_input_models_still_ignore_unknown_fields():
+    """The input model BentoML generates from an API's signature, unpatched. When it forbids
+    unknown fields, drop the unknown-field half of json_body.py."""
+    spec = json_body.UPSTREAM_FROM_INPUT(IODescriptor, _score, skip_self=True)
+    parsed = spec.model_validate_json('{"rows": [], "top_k ": 3}')
+    assert parsed.top_k == 5, "upstream refuses unknown top-level fields now"
+
+
+def _input_spec() -> type[IODescriptor]:
+    return json_body._from_input(IODescriptor, _score, skip_self=True)
+
+
+def _deserialize(body: bytes) -> object:
+    return json_body._deserialize_model(JSONSerde(), Payload((body,)), _input_spec())
+
+
+def test_patched_input_models_refuse_unknown_fields_naming_them():
+    with pytest.raises(ValidationError) as refused:
+        _deserialize(b'{"rows": [], "top_k ": 3}')
+    assert [(e["type"], e["loc"]) for e in refused.value.errors()] == [
+        ("extra_forbidden", ("top_k ",))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (b'{"rows": [], "top_k": 3, "top_k": 4}', ("top_k",)),
+        (
+            b'{"rows": [{"CNT_CHILDREN": 1, "AMT_CREDIT": 2, "CNT_CHILDREN": 1}]}',
+            ("rows", 0, "CNT_CHILDREN"),
+        ),
+        (
+            b'{"rows": [{"AMT_CREDIT": 1, "CNT_CHILDREN" : 0, "CNT_CHILDREN"\n:\t0}]}',
+            ("rows", 0, "CNT_CHILDREN"),
+        ),
+        (
+            b'{"rows": [{"AMT_CREDIT": 1e400, "CNT_CHILDREN": 0, "AMT_CREDIT": 1}]}',
+            ("rows", 0, "AMT_CREDIT"),
+        ),
+        (
+            b'{"rows": [{"ORGANIZATION_TYPE": "Trade: 3", "ORGANIZATION_TYPE": "a"}]}',
+            ("rows", 0, "ORGANIZATION_TYPE"),
+        ),
+        (
+            b'{"rows": [{"AMT_CREDIT": 1, "AMT_CR\\u0045DIT": 2, "CNT_CHILDREN": 0}]}',
+            ("rows", 0, "AMT_CREDIT"),
+        ),
+    ],
+    ids=[
+        "top level",
+        "in a row",
+        "odd whitespace",
+        "beyond orjson",
+        "colon in a string",
+        "escaped",
+    ],
+)
+def test_patched_json_serde_refuses_a_repeated_key_naming_where(body, where):
+    with pytest.raises(ValidationError) as refused:
+        _deserialize(body)
+    errors = refused.value.errors()
+    assert [(e["type"], e["loc"]) for e in errors] == [("repeated_key", where)]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"rows": [{"AMT_CREDIT": 1, "CNT_CHILDREN": 0}], "top_k": 3}',
+        b'{"rows": [{"AMT_CREDIT": null, "CNT_CHILDREN": 2.0, "ORGANIZATION_TYPE": "Trade: 3"}]}',
+        b'{"rows": [{"AMT_CREDIT": 1e400, "CNT_CHILDREN": 0}]}',
+        b'{"rows": [{"AMT_CREDIT": NaN, "CNT_CHILDREN": 0}]}',
+        b'{"rows": [{"AMT_CREDIT": 123456789012345678901234567890, "CNT_CHILDREN": 0}]}',
+        b'{"rows": [{"AMT_CREDIT": true, "CNT_CHILDREN": "1"}]}',
+        b'{"rows": [{"AMT_CREDIT": 1, "CNT_CHILDREN": 0, "SHOE_SIZE": 42}]}',
+        b'{"rows": {"AMT_CREDIT": 1}}',
+        b"[1, 2]",
+        b"",
+        b'{"rows": [',
+        b'{"rows": []} trailing',
+        b'{"rows": ["\xff"]}',
+        b"[" * 300 + b"]" * 300,
+    ],
+)
+def test_patched_json_serde_validates_bodies_without_repeats_exactly_as_upstream(body):
+    """Same model or the same errors: the patch adds the repeated-key check and nothing else
+    (numbers, NaN and infinity, malformed JSON and nesting limits included)."""
+    spec = _input_spec()
+
+    def outcome(deserialize):
+        try:
+            return repr(deserialize(JSONSerde(), Payload((body,)), spec))
+        except ValidationError as error:
+            return error.errors(include_url=False, include_input=False)
+
+    assert outcome(json_body._deserialize_model) == outcome(json_body.UPSTREAM_DESERIALIZE_MODEL)
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.sampled_from('ab:" \\\n{}[],\u00e9'), max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(alphabet='ab:" ', max_size=3), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+SEPARATORS = st.sampled_from([(",", ":"), (", ", ": "), (" , ", " : "), (",\n", "\n:\t")])
+
+
+def _write(value: object, separators: tuple[str, str], repeat: int | None = None) -> str:
+    """JSON text of `value`; with `repeat`, that object (in document order) repeats its first
+    key."""
+    counter = [0]
+
+    def write(node: object) -> str:
+        item, key = separators
+        if isinstance(node, dict):
+            index = counter[0]
+            counter[0] += 1
+            pairs = [json.dumps(k) + key + write(v) for k, v in node.items()]
+            if index == repeat and node:
+                first = next(iter(node))
+                pairs.append(json.dumps(first) + key + json.dumps("again"))
+            return "{" + item.join(pairs) + "}"
+        if isinstance(node, list):
+            return "[" + item.join(write(v) for v in node) + "]"
+        return json.dumps(node)
+
+    return write(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(document=JSON_VALUES, separators=SEPARATORS)
+def test_the_repeated_key_check_finds_none_where_there_is_none(document, separators):
+    assert json_body.repeated_keys(_write(document, separators).encode()) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(document=JSON_VALUES, separators=SEPARATORS, data=st.data())
+def test_the_repeated_key_check_finds_every_repeat(document, separators, data):
+    objects = _objects_with_keys(document)
+    if not objects:
+        return
+    repeat = data.draw(st.integers(0, len(objects) - 1))
+    found = json_body.repeated_keys(_write(document, separators, objects[repeat]).encode())
+    assert found, "a repeated key went unnoticed"
+    assert len(found) == 1
+
+
+def _objects_with_keys(document: object) -> list[int]:
+    """Document-order indexes of the objects that have at least one key."""
+    indexes, counter = [], [0]
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if node:
+                indexes.append(counter[0])
+            counter[0] += 1
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(document)
+    return indexes
+
+
+def test_bodies_that_cannot_be_checked_are_refused_not_scored_unchecked(monkeypatch):
+    monkeypatch.setattr(json_body, "repeated_keys", lambda body: None)
+    with pytest.raises(ValidationError) as refused:
+        _deserialize(b'{"rows": []}')
+    assert refused.value.errors()[0]["type"] == "json_invalid"
+
+
+def _upload(self, file: Path) -> None:
+    """A stand-in file-upload API function."""
+
+
+def _form(*parts: tuple[str, bytes]) -> bytes:
+    return (
+        b"".join(
+            b'--b\r\nContent-Disposition: form-data; name="%s"; filename="x.csv"\r\n\r\n%s\r\n'
+            % (name.encode(), content)
+            for name, content in parts
+        )
+        + b"--b--\r\n"
+    )
+
+
+def _request(body: bytes, content_type: str = "multipart/form-data; boundary=b") -> Request:
+    """A request as BentoML's app receives it ("app" in the scope: Starlette then raises an
+    HTTPException for a multipart body it cannot parse)."""
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    headers = [(b"content-type", content_type.encode())]
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": headers, "app": None}
+    return Request(scope, receive)
+
+
+def _parse(parse, request: Request) -> object:
+    """`parse` (BentoML's multipart parsing, or the patched one) run as in a request."""
+    spec = json_body.UPSTREAM_FROM_INPUT(IODescriptor, _upload, skip_self=True)
+
+    async def in_request() -> object:
+        token = bentoml_context._request_var.set(request)
+        try:
+            return await parse(MultipartSerde(), request, spec)
+        finally:
+            bentoml_context._request_var.reset(token)
+
+    return asyncio.run(in_request())
+
+
+def test_canary_upstream_answers_an_unparsable_upload_with_a_server_error():
+    """Starlette refuses a multipart body without a boundary with an HTTPException(400), and
+    BentoML's endpoint wrapper turns anything but its own exceptions into a 500. When either
+    changes, re-check form_body.py."""
+    with pytest.raises(HTTPException):
+        _parse(form_body.UPSTREAM_PARSE_REQUEST, _request(b"x", "multipart/form-data"))
+    wrapper = inspect.getsource(ServiceAppFactory.api_endpoint_wrapper)
+    assert "HTTPException" not in wrapper, "upstream answers HTTPException itself now"
+
+
+def test_canary_upstream_fails_on_an_unknown_binary_form_field():
+    """BentoML feeds a form field its API does not take to json.loads, whose
+    UnicodeDecodeError escapes as a 500. When it does not, re-check form_body.py."""
+    with pytest.raises(UnicodeDecodeError):
+        _parse(form_body.UPSTREAM_PARSE_REQUEST, _request(_form(("sheet", b"\x00\x01garbage"))))
+
+
+@pytest.mark.parametrize(
+    ("request_", "kind", "loc"),
+    [
+        (lambda: _request(b"x", "multipart/form-data"), "multipart_invalid", ()),
+        (lambda: _request(_form(("sheet", b"\x00\x01garbage"))), "extra_forbidden", ("sheet",)),
+        (
+            lambda: _request(_form(("file", b"a,b\n1,2"), ("file", b"a,b\n3,4"))),
+            "repeated_key",
+            ("file",),
+        ),
+    ],
+    ids=["no boundary", "unknown binary field", "file sent twice"],
+)
+def test_patched_multipart_parsing_refuses_a_bad_upload_as_a_validation_error(request_, kind, loc):
+    with pytest.raises(ValidationError) as refused:
+        _parse(form_body._parse_request, request_())
+    assert [(e["type"], e["loc"]) for e in refused.value.errors()] == [(kind, loc)]
+
+
+def test_canary_upstream_takes_one_of_two_parts_with_the_same_name():
+    """BentoML scores the first `file` part and ignores a second one. When it refuses the
+    second, drop the repeated-field check of form_body.py."""
+    twice = _request(_form(("file", b"a,b\n1,2"), ("file", b"a,b\n3,4")))
+    try:
+        parsed = _parse(form_body.UPSTREAM_PARSE_REQUEST, twice)
+        assert Path(parsed.file).read_bytes() == b"a,b\n1,2"
+    finally:
+        shutil.rmtree(twice.state.temp_dir, ignore_errors=True)

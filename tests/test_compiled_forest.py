@@ -18,7 +18,7 @@ from demo_store.mlflow_runs import TINY, build_demo_store
 from loadtest.processes import ROOT, free_port, running
 from scoring.stored_model import compiled
 from scoring.stored_model.layout import BOOSTER_FILE, COMPILED_FILE
-from tests.service_helpers import reference_probabilities
+from tests.service_helpers import code_matrix, reference_probabilities
 
 pytestmark = pytest.mark.skipif(
     not compiled.runs_here(),
@@ -75,10 +75,10 @@ def test_compiled_forest_scores_like_the_booster(compiled_model, demo_rows):
     forest = compiled.load_forest(
         Path(model.path_of(BOOSTER_FILE)), Path(model.path_of(COMPILED_FILE)), booster
     )
-    names = booster.feature_name()
-    rows = np.array([[r[n] for n in names] for r in demo_rows], dtype=np.float64)
+    rows = code_matrix(compiled_model, demo_rows)
     assert np.isnan(rows).any()  # missing values take their own branches
-    assert np.abs(forest.predict(rows) - booster.predict(rows)).max() <= 1e-12
+    expected = reference_probabilities(compiled_model, demo_rows)  # LightGBM on a pandas frame
+    assert np.abs(forest.predict(rows) - expected).max() <= 1e-12
     probes = compiled.probe_rows(booster)
     assert np.abs(forest.predict(probes, num_threads=2) - booster.predict(probes)).max() <= 1e-12
 

@@ -24,6 +24,7 @@ import pytest
 import requests
 
 from loadtest.processes import ROOT, free_port
+from scoring.serving.startup import CANNOT_SERVE_EXIT_CODE
 from tests.service_helpers import reference_probabilities
 
 pytestmark = pytest.mark.container
@@ -261,6 +262,23 @@ def test_threshold_override_from_the_environment_needs_no_rebuild(podman, image,
     assert version["threshold"] == 0.5
     assert version["threshold_origin"] == "override SCORING_THRESHOLD"
     assert {p["threshold"] for p in predictions} == {0.5}
+
+
+def test_a_model_the_container_cannot_serve_stops_it_with_one_line(podman, image):
+    """No restart loop inside the container: `bentoml serve` exits non-zero, saying why once."""
+    name = "credit-scoring-cannot-serve"
+    result = podman(
+        "run", "--name", name, "--pull=never", "--read-only", "--tmpfs", "/tmp",
+        "--env", "SCORING_MODEL_TAG=credit_scoring:never-imported", image.name,
+        check=False,
+    )  # fmt: skip
+    podman("rm", "--force", name, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == CANNOT_SERVE_EXIT_CODE, output[-3000:]
+    lines = [line for line in output.splitlines() if "cannot serve" in line]
+    assert len(lines) == 1, output[-3000:]
+    assert "credit_scoring:never-imported" in lines[0]
+    assert "Traceback" not in output
 
 
 @dataclass(frozen=True)

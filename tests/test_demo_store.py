@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import bentoml
+import lightgbm as lgb
 import mlflow
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from mlflow.types import DataType
 
 import import_model
+from demo_store.data import CATEGORICAL_COLUMNS
 from demo_store.mlflow_runs import TINY, build_demo_store
 
 
@@ -46,6 +50,34 @@ def test_demo_production_run_logs_metrics_threshold_artifacts_and_signature(demo
     info = mlflow.models.get_model_info(candidate.model_uri)
     assert info.signature is not None
     assert info.saved_input_example_info is not None
+
+
+def test_demo_production_model_has_categorical_features(demo_store):
+    """Fitted on `category` columns as credit models are: the booster keeps the category
+    lists, the signature types those columns `string`, the input example carries strings."""
+    uri, candidate = demo_store
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.lightgbm.load_model(candidate.model_uri)
+    booster = model.booster_ if isinstance(model, lgb.LGBMClassifier) else model
+    assert booster.pandas_categorical
+    assert len(booster.pandas_categorical) == len(CATEGORICAL_COLUMNS)
+    assert set(CATEGORICAL_COLUMNS) <= set(booster.feature_name())
+
+    info = mlflow.models.get_model_info(candidate.model_uri)
+    types = {spec.name: spec.type for spec in info.signature.inputs.inputs}
+    assert {name: types[name] for name in CATEGORICAL_COLUMNS} == dict.fromkeys(
+        CATEGORICAL_COLUMNS, DataType.string
+    )
+    assert DataType.string not in {
+        kind for name, kind in types.items() if name not in CATEGORICAL_COLUMNS
+    }
+
+    path = mlflow.artifacts.download_artifacts(candidate.model_uri)
+    example = mlflow.models.Model.load(path).load_input_example(path)
+    values = [value for name in CATEGORICAL_COLUMNS for value in example[name]]
+    present = [value for value in values if isinstance(value, str)]
+    assert present, "no categorical value in the input example"
+    assert all(isinstance(value, str) or pd.isna(value) for value in values)
 
 
 def test_demo_threshold_minimises_business_cost(demo_store):

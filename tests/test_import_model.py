@@ -88,9 +88,9 @@ def test_bento_model_probabilities_equal_the_mlflow_models(messy_store, capsys):
     booster = lgb.Booster(model_file=bentoml.models.get(tag).path_of(BOOSTER_FILE))
     mlflow.set_tracking_uri(messy_store.tracking_uri)
     original = mlflow.lightgbm.load_model("models:/credit_scoring/1")
-    rows = messy_store.features_sample
+    rows = messy_store.features_sample  # a pandas frame with `category` columns
     np.testing.assert_allclose(
-        booster.predict(rows.to_numpy(dtype=float)),
+        booster.predict(rows),  # the stored booster maps the categories as at training
         original.predict_proba(rows)[:, 1],
         rtol=0,
         atol=1e-9,

@@ -6,17 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from starlette.testclient import TestClient
 
 from tests.service_helpers import names_the_field, reference_probabilities
-
-
-@pytest.fixture(scope="module")
-def client(production_model):
-    import service
-
-    with TestClient(service.CreditScoring.to_asgi()) as test_client:
-        yield test_client
 
 
 def test_predict_returns_probability_decision_threshold_and_model(

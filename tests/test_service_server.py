@@ -380,3 +380,31 @@ def test_every_batching_dispatcher_in_the_server_uses_the_bounded_wait(server):
     # /predict and /predict_compact are batched: each has a dispatcher, each with the bound.
     assert report["batching_wait"]["bounded_dispatchers"] >= 2, report
     assert report["request_timeout"]["active"], report
+
+
+def test_the_real_server_refuses_what_could_be_read_two_ways_in_the_one_error_shape(
+    server, demo_rows
+):
+    """The json_body and form_body patches are active in `bentoml serve`, and the request
+    guard gives their refusals the shape of every other."""
+    report = requests.get(f"{server}/version", timeout=10).json()["bentoml_patches"]
+    assert report["json_body"]["active"], report
+    assert report["json_body"]["inputs_refusing_unknown_fields"] >= 4, report
+    assert report["form_body"]["active"], report
+    row = demo_rows[0]
+    records = json.dumps({"applications": [row]})
+    js = {"content-type": "application/json"}
+    repeated = records.replace('"AMT_CREDIT": ', '"AMT_CREDIT": 1.0, "AMT_CREDIT": ', 1)
+    unknown = json.dumps({"applications": [row], "top_k ": 3})
+    no_boundary = {"content-type": "multipart/form-data"}
+    for path, headers, body, field in [
+        ("/predict", js, repeated, "applications.0.AMT_CREDIT"),
+        ("/explain", js, unknown, "top_k "),
+        ("/predict_file", no_boundary, NOT_A_CSV, "body"),
+    ]:
+        response = requests.post(f"{server}{path}", data=body, headers=headers, timeout=30)
+        assert response.status_code == 400, response.text
+        payload = response.json()
+        assert set(payload) == {"error", "field", "detail"}, payload
+        assert payload["field"] == field, payload
+        assert_still_serving(server, row)

@@ -1,6 +1,7 @@
 """Fixes to BentoML's internals, behind one fence.
 
-Each module here replaces one piece of BentoML 1.4 that cost measured speed (see its docstring).
+Each module here replaces one piece of BentoML 1.4 that cost measured speed or let a request
+say two things at once (see its docstring).
 `install()` is the only entry point: it refuses a BentoML release the patches were not checked
 against, installs every patch, logs which are active, and keeps a report for GET /version.
 Each patch has a canary test (tests/test_bentoml_patches.py) that fails the day upstream fixes
@@ -17,7 +18,13 @@ import bentoml
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from scoring.bentoml_patches import batching_wait, request_timeout, worker_sockets
+from scoring.bentoml_patches import (
+    batching_wait,
+    form_body,
+    json_body,
+    request_timeout,
+    worker_sockets,
+)
 
 log = logging.getLogger("bentoml.credit_scoring")
 
@@ -29,6 +36,8 @@ SUPPORTED_BENTOML = SpecifierSet("==1.4.39")
 # name -> what reports, in the running process, whether the patch took effect there.
 _REPORTS: dict[str, Callable[[], dict[str, Any]]] = {
     "batching_wait": batching_wait.report,
+    "form_body": form_body.report,
+    "json_body": json_body.report,
     "request_timeout": request_timeout.report,
     "worker_sockets": worker_sockets.report,
 }
@@ -53,6 +62,8 @@ def install(workers: int) -> dict[str, Any]:
     is built) and return the report GET /version shows."""
     check_version()
     batching_wait.install()
+    form_body.install()
+    json_body.install()
     request_timeout.install()
     worker_sockets.install(workers, bentoml.server_context.worker_index)
     active = report()

@@ -12,22 +12,22 @@ import lightgbm as lgb
 import mlflow
 from mlflow.models import Model
 
+from scoring.importing.categorical import feature_columns
 from scoring.importing.errors import BrokenRun, UnservableModel
-from scoring.stored_model.signature_types import INTEGER_TYPES
+from scoring.stored_model.feature_schema import (
+    BOOLEAN_TYPES,
+    FLOAT_TYPES,
+    INTEGER_TYPES,
+    FeatureColumn,
+)
 
 BINARY_OBJECTIVES = ("binary", "cross_entropy", "xentropy")
 
 
 @dataclass(frozen=True)
-class Feature:
-    name: str
-    type: str  # MLflow signature type: double, float, long, integer, boolean
-
-
-@dataclass(frozen=True)
 class CheckedModel:
     booster: lgb.Booster
-    features: list[Feature]
+    features: list[FeatureColumn]
     input_example: dict[str, Any]
 
 
@@ -67,7 +67,7 @@ def _check_binary(booster: lgb.Booster) -> None:
         raise UnservableModel(f"LightGBM objective is {objective!r}, not binary classification")
 
 
-def _features(spec: Model) -> list[Feature]:
+def _signature_columns(spec: Model) -> list[tuple[str, str]]:
     if spec.signature is None or spec.signature.inputs is None:
         raise UnservableModel(
             "model has no signature; log it with signature=infer_signature(X, y) to serve it"
@@ -75,28 +75,47 @@ def _features(spec: Model) -> list[Feature]:
     inputs = spec.signature.inputs
     if not inputs.has_input_names():
         raise UnservableModel("model signature has no feature names (tensor-based signature)")
-    return [Feature(col.name, col.type.name) for col in inputs.inputs]
+    return [(col.name, col.type.name) for col in inputs.inputs]
 
 
-def _example_row(spec: Model, local: Path, features: list[Feature]) -> dict[str, Any]:
-    """First row of the logged input example (NaN as None), for docs and the self-test."""
+def _default_value(column: FeatureColumn) -> Any:
+    if column.categories:
+        return column.categories[0]
+    if column.type in BOOLEAN_TYPES:
+        return False
+    return 0.0 if column.type in FLOAT_TYPES else 0
+
+
+def _plain(value: Any) -> Any:
+    """A pandas/numpy scalar as JSON would carry it; NaN (pandas' missing value) as None."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def _example_row(spec: Model, local: Path, columns: list[FeatureColumn]) -> dict[str, Any]:
+    """First row of the logged input example, for the docs and the service's self-test; a value
+    the request contract would refuse (or no example at all) is replaced by a valid one."""
     try:
         example = spec.load_input_example(str(local))
-    except Exception:
+    except Exception:  # an unreadable example only costs the docs their realistic values
         example = None
-    if example is None or not hasattr(example, "iloc"):
-        return {f.name: 0 if f.type in INTEGER_TYPES else 0.0 for f in features}
-    row = example.iloc[0].to_dict()
-    return {
-        key: (
-            None
-            if isinstance(value, float) and math.isnan(value)
-            else value.item()
-            if hasattr(value, "item")
-            else value
-        )
-        for key, value in row.items()
-    }
+    row = example.iloc[0].to_dict() if example is not None and hasattr(example, "iloc") else {}
+    values = {}
+    for column in columns:
+        value = _plain(row.get(column.name))
+        if column.categories is not None:
+            valid = value is None or value in column.categories
+        elif column.type in BOOLEAN_TYPES:
+            valid = isinstance(value, bool)
+        elif column.type in INTEGER_TYPES:
+            valid = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            valid = value is None or (
+                isinstance(value, int | float) and not isinstance(value, bool)
+            )
+        values[column.name] = value if valid else _default_value(column)
+    return values
 
 
 def check_model(local: Path) -> CheckedModel:
@@ -109,7 +128,7 @@ def check_model(local: Path) -> CheckedModel:
         raise UnservableModel(
             f"model is not LightGBM (flavors: {flavors}); cannot serve it natively"
         )
-    features = _features(spec)
+    signature = _signature_columns(spec)
     # The native flavour, not pyfunc: pyfunc of an LGBMClassifier returns labels, not
     # the probabilities we serve.
     try:
@@ -118,7 +137,28 @@ def check_model(local: Path) -> CheckedModel:
         raise BrokenRun(f"LightGBM model files are incomplete or corrupt: {error}") from error
     booster = _booster_of(native)
     _check_binary(booster)
-    names = [f.name for f in features]
-    if booster.feature_name() != names:
+    if booster.feature_name() != [name for name, _ in signature]:
         raise UnservableModel("signature feature names differ from the booster's feature names")
-    return CheckedModel(booster, features, _example_row(spec, local, features))
+    columns = feature_columns(booster, signature)
+    example = _example_row(spec, local, columns)
+    _check_scores_its_example(booster, columns, example)
+    return CheckedModel(booster, columns, example)
+
+
+def _check_scores_its_example(
+    booster: lgb.Booster, columns: list[FeatureColumn], example: dict[str, Any]
+) -> None:
+    """What the service does at start-up (its self-test), done here: whatever imports serves."""
+    from scoring.serving.features import FeatureSpec, application_model, records_to_matrix
+
+    spec = FeatureSpec.from_metadata([column.to_metadata() for column in columns])
+    try:
+        row = application_model(spec, example).model_validate(example)
+        probability = booster.predict(records_to_matrix([row]))
+    except ValueError as error:
+        reason = str(error).splitlines()[0][:200]
+        raise UnservableModel(
+            f"the service could not score the model's example: {reason}"
+        ) from None
+    if not 0 <= float(probability[0]) <= 1:
+        raise UnservableModel(f"the model scores its example {probability[0]}, not a probability")

@@ -106,7 +106,7 @@ def _metadata(servable: Servable, redacted_uri: str) -> dict:
         "resolved_by": candidate.resolved_by,
         "metrics": candidate.metrics,
         "params": candidate.params,
-        "features": [{"name": f.name, "type": f.type} for f in model.features],
+        "features": [column.to_metadata() for column in model.features],
         # JSON text: Bento metadata cannot hold None, and missing values are None here.
         "input_example_json": json.dumps(model.input_example),
         "imported_at": datetime.now(UTC).isoformat(timespec="seconds"),

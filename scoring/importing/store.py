@@ -12,7 +12,7 @@ from bentoml.exceptions import NotFound
 
 from scoring.importing.errors import UnservableModel
 from scoring.stored_model import compiled as compiled_forest
-from scoring.stored_model.layout import BOOSTER_FILE, COMPILED_FILE
+from scoring.stored_model.layout import BOOSTER_FILE, CHECKSUMS_KEY, COMPILED_FILE, file_sha256
 
 
 def bento_tag(
@@ -51,6 +51,12 @@ def save_booster(
         booster.save_model(booster_file)
         if compile_forest:
             _compile_and_check(booster_file, Path(model.path_of(COMPILED_FILE)))
+        written = [
+            name for name in (BOOSTER_FILE, COMPILED_FILE) if Path(model.path_of(name)).exists()
+        ]
+        model.info.metadata[CHECKSUMS_KEY] = {
+            name: file_sha256(Path(model.path_of(name))) for name in written
+        }
     return bentoml.models.get(tag)
 
 

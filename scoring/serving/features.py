@@ -1,58 +1,188 @@
-"""The request schema, generated from the model's own signature, and the mapping of validated
+"""The request schema, generated from the model's own columns, and the mapping of validated
 requests to the float64 matrix LightGBM scores (columns in the booster's order).
 
-Double features accept null as a missing value (LightGBM routes NaN down its learned default
-branch); integer features must be present. NaN and infinity literals are refused everywhere.
+The contract never guesses. Float features take numbers, and null as a missing value (LightGBM
+routes NaN down its learned default branch); integer features take whole numbers and must be
+present; boolean features take true/false. Categorical features take their category as a JSON
+string (null = missing) and are scored by its code, as LightGBM codes a pandas `category`
+column. A boolean is not a number, a numeric string is not a number, a number is not a
+category, and NaN and infinity literals are refused everywhere.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    create_model,
+)
 
-from scoring.stored_model.signature_types import INTEGER_TYPES
+from scoring.stored_model.feature_schema import (
+    BOOLEAN_TYPES,
+    INTEGER_TYPES,
+    Category,
+    columns_from_metadata,
+)
+
+UnseenCategory = Literal["reject", "missing"]
+StrictFloat = Annotated[float, Strict()]
+StrictStr = Annotated[str, Strict()]
+StrictBool = Annotated[bool, Strict()]
+
+
+class RequestError(ValueError):
+    """A request that validates structurally but not against the model's features."""
 
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Feature names in model order, with the integer ones (no missing values) marked."""
+    """Feature names in model order, with the kind of each marked: integer (no missing value),
+    boolean, or categorical with its categories in training order."""
 
     names: tuple[str, ...]
     integer: frozenset[str]
+    boolean: frozenset[str] = frozenset()
+    categories: Mapping[str, tuple[Category, ...]] = field(default_factory=dict)
 
     @classmethod
-    def from_metadata(cls, features: Sequence[dict[str, str]]) -> FeatureSpec:
+    def from_metadata(cls, features: Sequence[Mapping[str, Any]]) -> FeatureSpec:
+        columns = columns_from_metadata(features)
         return cls(
-            names=tuple(f["name"] for f in features),
-            integer=frozenset(f["name"] for f in features if f["type"] in INTEGER_TYPES),
+            names=tuple(c.name for c in columns),
+            integer=frozenset(
+                c.name for c in columns if c.type in INTEGER_TYPES and c.categories is None
+            ),
+            boolean=frozenset(c.name for c in columns if c.type in BOOLEAN_TYPES),
+            categories={c.name: c.categories for c in columns if c.categories is not None},
         )
 
-    def python_type(self, name: str) -> Any:
-        return int if name in self.integer else float | None
+    @property
+    def numeric_only(self) -> bool:
+        """Every feature arrives as a number: the fast paths apply."""
+        return not (self.boolean or self.categories)
+
+    def codes(self, name: str) -> dict[Category, int]:
+        return self._codes[name]
+
+    @property
+    def _codes(self) -> dict[str, dict[Category, int]]:
+        # Built once per spec: a request must not rebuild a category table.
+        cached = self.__dict__.get("_codes_cache")
+        if cached is None:
+            cached = {
+                name: {category: code for code, category in enumerate(categories)}
+                for name, categories in self.categories.items()
+            }
+            object.__setattr__(self, "_codes_cache", cached)
+        return cached
+
+    def value_of(self, name: str, scored: float) -> float | str | int | bool | None:
+        """What a request carried, from the value scored: a category for its code."""
+        if np.isnan(scored):
+            return None
+        if name in self.categories:
+            return self.categories[name][int(scored)]
+        if name in self.boolean:
+            return bool(scored)
+        return float(scored)
 
 
-def application_model(spec: FeatureSpec, example: dict[str, Any]) -> type[BaseModel]:
-    """A pydantic model with one field per feature, in model order."""
+def _whole_number(value: object) -> object:
+    """Integer features: whole numbers, also when written 3.0; never a bool or a string."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be a whole number, got {type(value).__name__} {value!r}")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def category_encoder(
+    name: str,
+    codes: Mapping[Category, int],
+    unseen: UnseenCategory,
+    on_unseen: Callable[[str], None],
+) -> Callable[[Category | None], float | None]:
+    """Category → its code (a float, as LightGBM scores it); an unseen category is refused, or
+    scored as missing exactly as LightGBM does, and counted either way."""
+
+    def encode(value: Category | None) -> float | None:
+        if value is None:
+            return None
+        code = codes.get(value)
+        if code is not None:
+            return float(code)
+        on_unseen(name)
+        if unseen == "missing":
+            return None
+        known = ", ".join(repr(c) for c in list(codes)[:10]) + (", ..." if len(codes) > 10 else "")
+        raise ValueError(f"unseen category {value!r} for {name} (known: {known})")
+
+    return encode
+
+
+def _ignore(_: str) -> None:
+    return None
+
+
+def application_model(
+    spec: FeatureSpec,
+    example: Mapping[str, Any],
+    unseen: UnseenCategory = "reject",
+    on_unseen: Callable[[str], None] = _ignore,
+) -> type[BaseModel]:
+    """A pydantic model with one strictly typed field per feature, in model order. A validated
+    application holds what the model scores: categories are already their codes."""
     fields: dict[str, Any] = {}
     for name in spec.names:
-        nullable = name not in spec.integer
-        description = "missing allowed (null)" if nullable else "required integer"
+        if name in spec.categories:
+            encode = category_encoder(name, spec.codes(name), unseen, on_unseen)
+            categories = [*spec.categories[name], None]
+            kind: Any = Annotated[StrictStr | None, AfterValidator(encode)]
+            if categories and isinstance(categories[0], int):
+                kind = Annotated[Annotated[int, Strict()] | None, AfterValidator(encode)]
+            description = "category (null = missing)"
+            extra: dict[str, Any] = {"enum": categories}
+        elif name in spec.boolean:
+            kind, description, extra = StrictBool, "required boolean", {}
+        elif name in spec.integer:
+            kind, description, extra = (
+                Annotated[int, BeforeValidator(_whole_number)],
+                "required integer",
+                {},
+            )
+        else:
+            kind, description, extra = StrictFloat | None, "missing allowed (null)", {}
         fields[name] = (
-            spec.python_type(name),
-            Field(..., description=description, examples=[example.get(name)]),
+            kind,
+            Field(
+                ...,
+                description=description,
+                examples=[example.get(name)],
+                json_schema_extra=extra or None,
+            ),
         )
-    config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"example": example})
+    config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, json_schema_extra={"example": dict(example)}
+    )
     return create_model("Application", __config__=config, **fields)
 
 
 def records_to_matrix(records: Sequence[BaseModel]) -> np.ndarray:
     """Validated Application models to rows; field order is model order by construction."""
-    # numpy turns None (a missing value) into NaN for a float64 array.
+    # numpy turns None (a missing value) into NaN for a float64 array, and booleans into 0/1.
     return np.array([tuple(record.__dict__.values()) for record in records], dtype=np.float64)
+
+
+Cell = StrictFloat | StrictStr | StrictBool | None
 
 
 class CompactTable(BaseModel):
@@ -60,11 +190,15 @@ class CompactTable(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     columns: list[str] = Field(..., description="feature names, each exactly once, any order")
-    data: list[list[float | None]] = Field(..., description="one row of values per application")
+    data: list[list[Cell]] = Field(..., description="one row of values per application")
 
 
-class RequestError(ValueError):
-    """A request that validates structurally but not against the model's features."""
+class NumericCompactTable(CompactTable):
+    """The compact form for a model whose features are all numbers: parsed as such."""
+
+    data: list[list[StrictFloat | None]] = Field(
+        ..., description="one row of values per application"
+    )
 
 
 def model_order(columns: Sequence[str], spec: FeatureSpec) -> list[int]:
@@ -82,16 +216,123 @@ def model_order(columns: Sequence[str], spec: FeatureSpec) -> list[int]:
     return [position[name] for name in spec.names]
 
 
-def compact_to_matrix(table: CompactTable, spec: FeatureSpec, max_rows: int) -> np.ndarray:
+NUMBER_TYPES = frozenset({float, int, type(None)})
+
+
+def column_values(
+    values: Sequence[Any],
+    name: str,
+    spec: FeatureSpec,
+    encode: Callable[[Any], float | None] | None,
+    where: Callable[[int], str],
+) -> list[Any]:
+    """One column of cells (compact rows, a file's column) checked against its feature's kind,
+    categories encoded; `where(row)` names a refused cell for the caller's format."""
+
+    def refuse(row: int, what: str) -> RequestError:
+        return RequestError(f"{where(row)} ({name}) {what}, got {values[row]!r}")
+
+    if encode is not None:
+        strings = isinstance(spec.categories[name][0], str) if spec.categories[name] else True
+        for row, value in enumerate(values):
+            if value is None:
+                continue
+            if strings and not isinstance(value, str):
+                raise refuse(row, "must be a category (a string) or null")
+            if not strings and (isinstance(value, bool) or not isinstance(value, int)):
+                raise refuse(row, "must be a category (an integer) or null")
+        encoded = []
+        for row, value in enumerate(values):
+            try:
+                encoded.append(encode(value))
+            except ValueError as error:
+                raise RequestError(f"{where(row)}: {error}") from None
+        return encoded
+    if name in spec.boolean:
+        for row, value in enumerate(values):
+            if not isinstance(value, bool):
+                raise refuse(row, "must be true or false")
+        return list(values)
+    if not set(map(type, values)) <= NUMBER_TYPES:
+        row = next(i for i, v in enumerate(values) if type(v) not in NUMBER_TYPES)
+        raise refuse(row, "must be a number" + ("" if name in spec.integer else " or null"))
+    return list(values)
+
+
+def encoders(
+    spec: FeatureSpec, unseen: UnseenCategory, on_unseen: Callable[[str], None]
+) -> dict[str, Callable[[Any], float | None]]:
+    return {
+        name: category_encoder(name, spec.codes(name), unseen, on_unseen)
+        for name in spec.categories
+    }
+
+
+def compact_to_matrix(
+    table: CompactTable,
+    spec: FeatureSpec,
+    max_rows: int,
+    encode: Mapping[str, Callable[[Any], float | None]] | None = None,
+) -> np.ndarray:
+    """`encode`: each categorical feature's encoder (see `encoders`), built once by the caller;
+    by default unseen categories are refused."""
     check_row_count(len(table.data), max_rows)
     order = model_order(table.columns, spec)
     width = len(table.columns)
     for index, row in enumerate(table.data):
         if len(row) != width:
             raise RequestError(f"data[{index}] has {len(row)} values for {width} columns")
-    matrix = np.array(table.data, dtype=np.float64).reshape(len(table.data), width)[:, order]
+    if spec.numeric_only:
+        # Cells parsed as numbers (NumericCompactTable), or checked here when a generic table.
+        cells = np.array(table.data, dtype=object).reshape(len(table.data), width)[:, order]
+        _check_numbers(cells, spec, order, range(len(spec.names)))
+        matrix = cells.astype(np.float64)
+    else:
+        matrix = _mixed_compact(
+            table, spec, order, width, encode or encoders(spec, "reject", _ignore)
+        )
     check_integer_columns(matrix, spec)
     return matrix
+
+
+def _check_numbers(
+    cells: np.ndarray, spec: FeatureSpec, order: list[int], positions: Sequence[int]
+) -> None:
+    """Numeric columns hold numbers or null only: one pass over their cells' types."""
+    if set(map(type, cells[:, positions].ravel().tolist())) <= NUMBER_TYPES:
+        return
+    for position in positions:
+        for row, value in enumerate(cells[:, position].tolist()):
+            if type(value) not in NUMBER_TYPES:
+                name = spec.names[position]
+                allowed = "a number" + ("" if name in spec.integer else " or null")
+                raise RequestError(
+                    f"table.data.{row}.{order[position]} ({name}) must be {allowed}, got {value!r}"
+                )
+
+
+def _mixed_compact(
+    table: CompactTable,
+    spec: FeatureSpec,
+    order: list[int],
+    width: int,
+    encode: Mapping[str, Callable[[Any], float | None]],
+) -> np.ndarray:
+    """Numbers checked in one pass; the few boolean and categorical columns one by one."""
+    cells = np.array(table.data, dtype=object).reshape(len(table.data), width)[:, order]
+    special = [i for i, n in enumerate(spec.names) if n in spec.boolean or n in spec.categories]
+    numeric = [i for i in range(len(spec.names)) if i not in set(special)]
+    _check_numbers(cells, spec, order, numeric)
+    for position in special:
+        name, source = spec.names[position], order[position]
+        cells[:, position] = column_values(
+            cells[:, position].tolist(),
+            name,
+            spec,
+            encode.get(name),
+            lambda row, source=source: f"table.data.{row}.{source}",
+        )
+    return cells.astype(np.float64)
 
 
 def check_integer_columns(matrix: np.ndarray, spec: FeatureSpec) -> None:

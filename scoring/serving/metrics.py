@@ -26,3 +26,14 @@ def record(probabilities: np.ndarray, rejected: np.ndarray) -> None:
         PREDICTIONS.labels(decision="approve").inc(len(rejected) - n_rejected)
     for probability in probabilities:
         PROBABILITY.observe(float(probability))
+
+
+UNSEEN_CATEGORIES = Counter(
+    "credit_unseen_categories",
+    "Category values the model never saw in training, by feature: a new category is drift",
+    labelnames=["feature"],
+)
+
+
+def count_unseen_category(feature: str) -> None:
+    UNSEEN_CATEGORIES.labels(feature=feature).inc()

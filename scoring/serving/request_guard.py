@@ -1,6 +1,11 @@
 """Refuse what the API routes cannot parse before BentoML reads it: an oversized body (413) or a
-body of the wrong media type (415). Answers are JSON, like every error. The routes it covers are
-read from the service's own APIs, so a new route cannot escape it."""
+body of the wrong media type (415). And give every refusal on those routes, its own and the ones
+BentoML or Starlette answer (validation 400s, 405s), the one JSON shape of refusals.py. The
+routes it covers are read from the service's own APIs, so a new route cannot escape it.
+
+Refusals are reshaped here, on the wire, rather than inside BentoML: this sees every 4xx the
+routes answer, whichever part of BentoML or Starlette produced it, and replaces no framework
+code. Only a 4xx is buffered; any other response passes through as it came."""
 
 from __future__ import annotations
 
@@ -8,17 +13,26 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from scoring.serving.refusals import refusal, reshape
+
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-def _error(status: int, message: str, field: str) -> tuple[Message, Message]:
-    body = json.dumps({"error": message, "field": field}).encode()
+def _error(status: int, message: str, field: str, kind: str) -> tuple[Message, Message]:
+    return _json_response(status, refusal(field, message, kind), [])
+
+
+def _json_response(
+    status: int, content: dict[str, Any], headers: list[tuple[bytes, bytes]]
+) -> tuple[Message, Message]:
+    body = json.dumps(content).encode()
     start = {
         "type": "http.response.start",
         "status": status,
         "headers": [
+            *headers,
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
         ],
@@ -27,7 +41,8 @@ def _error(status: int, message: str, field: str) -> tuple[Message, Message]:
 
 
 class RequestGuard:
-    """Pure ASGI middleware: a few header checks, no body buffering, so it costs microseconds.
+    """Pure ASGI middleware: a few header checks, no request body buffered (only a 4xx answer's
+    body, to reshape it), so it costs microseconds.
 
     `json_routes` and `file_routes` map a path to the body limit in bytes."""
 
@@ -37,34 +52,74 @@ class RequestGuard:
         self.file_routes = {path.encode(): limit for path, limit in file_routes.items()}
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope["path"].rstrip("/").encode()
         is_json = path in self.json_routes
         if not (is_json or path in self.file_routes):
             return await self.app(scope, receive, send)
+        app_send = _one_shape(send)
+        if scope["method"] != "POST":
+            return await self.app(scope, receive, app_send)
         limit = self.json_routes[path] if is_json else self.file_routes[path]
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
         media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         problem = None
         if length is not None and length.isdigit() and int(length) > limit:
-            problem = _error(413, f"request body of {int(length)} bytes exceeds {limit}", "body")
+            problem = _too_large(f"request body of {int(length)} bytes exceeds {limit}")
         elif is_json and media_type not in (b"application/json", b""):
-            problem = _error(
-                415, f"content type {media_type.decode()} is not application/json", "content-type"
-            )
+            problem = _unsupported(f"content type {media_type.decode()} is not application/json")
         elif not is_json and not media_type.startswith(b"multipart/form-data"):
-            problem = _error(
-                415, "upload the file as multipart/form-data field 'file'", "content-type"
-            )
+            problem = _unsupported("upload the file as multipart/form-data field 'file'")
         if problem is not None:
             return await _answer(send, problem)
         if length is None:
             # Chunked upload: its size is unknown up front, so count it as it streams through
             # (nothing is buffered here; a file upload is spooled to disk by the form parser).
-            return await _within_limit(self.app, scope, receive, send, limit)
-        return await self.app(scope, receive, send)
+            return await _within_limit(self.app, scope, receive, app_send, send, limit)
+        return await self.app(scope, receive, app_send)
+
+
+def _too_large(message: str) -> tuple[Message, Message]:
+    return _error(413, message, "body", "body_too_large")
+
+
+def _unsupported(message: str) -> tuple[Message, Message]:
+    return _error(415, message, "content-type", "unsupported_media_type")
+
+
+def _one_shape(send: Send) -> Send:
+    """`send` for the app: a 4xx response is held back and rewritten into the one shape of
+    refusals.py; anything else is forwarded untouched, message by message."""
+    refused: Message | None = None
+    passing = False
+    chunks: list[bytes] = []
+
+    async def shaped_send(message: Message) -> None:
+        nonlocal refused, passing
+        if passing:
+            return await send(message)
+        if refused is None:
+            if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+                refused = message
+                return None
+            passing = True
+            return await send(message)
+        if message["type"] != "http.response.body":
+            return None
+        chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return None
+        status = refused["status"]
+        kept = [
+            (name, value)
+            for name, value in refused.get("headers", [])
+            if name.lower() not in (b"content-type", b"content-length")
+        ]
+        await _answer(send, _json_response(status, reshape(status, b"".join(chunks)), kept))
+
+    return shaped_send
 
 
 async def _answer(send: Send, problem: tuple[Message, Message]) -> None:
@@ -73,7 +128,9 @@ async def _answer(send: Send, problem: tuple[Message, Message]) -> None:
     await send(body)
 
 
-async def _within_limit(app: Any, scope: Message, receive: Receive, send: Send, limit: int) -> None:
+async def _within_limit(
+    app: Any, scope: Message, receive: Receive, app_send: Send, send: Send, limit: int
+) -> None:
     """Run the app on a chunked body; past `limit` bytes the app sees the client leave, and the
     client gets a 413 instead of whatever the app would have answered."""
     received = 0
@@ -95,7 +152,7 @@ async def _within_limit(app: Any, scope: Message, receive: Receive, send: Send, 
         if exceeded:
             return  # the 413 below answers instead
         started = started or message["type"] == "http.response.start"
-        await send(message)
+        await app_send(message)
 
     try:
         await app(scope, counting_receive, guarded_send)
@@ -103,7 +160,7 @@ async def _within_limit(app: Any, scope: Message, receive: Receive, send: Send, 
         if not exceeded:
             raise
     if exceeded and not started:
-        await _answer(send, _error(413, f"request body exceeds {limit} bytes", "body"))
+        await _answer(send, _too_large(f"request body exceeds {limit} bytes"))
 
 
 def install_request_guard(service: Any, settings: Any) -> None:

@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +55,9 @@ class Settings(BaseSettings):
     """Adaptive batching: latency bound; requests that cannot meet it are shed with 503."""
     request_timeout_s: int = Field(30, ge=1)
     """Longest a request may run before a 504; the Kubernetes grace period must cover it."""
+    unseen_category: Literal["reject", "missing"] = "reject"
+    """A category the model never saw: `reject` = 400 naming the field and the value; `missing`
+    = scored as a missing value, exactly as LightGBM does. Counted in the metrics either way."""
     trace_scoring: bool = False
     """true = OpenTelemetry spans for the scoring routes too (costly; see README)."""
     access_log: bool = False

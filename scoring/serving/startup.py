@@ -1,18 +1,28 @@
 """What the service module does when it is imported, in one named step: BentoML's patches, the
-settings, the worker count, and the request schema read from the stored model's metadata."""
+settings, the worker count, and the request schema read from the stored model's metadata. In
+the `bentoml serve` process itself (before any worker starts) the model is also loaded and
+self-tested once: a model the service cannot serve stops it there, with one line naming the
+model and the reason, instead of workers failing and being restarted over and over."""
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import bentoml
+from bentoml.exceptions import NotFound
 from pydantic import BaseModel
 
 from scoring import bentoml_patches
 from scoring.serving.features import FeatureSpec, application_model
-from scoring.serving.settings import Settings
+from scoring.serving.metrics import count_unseen_category
+from scoring.serving.model import ModelCannotServe, ServedModel
+from scoring.serving.settings import Settings, SettingsError
+
+# `bentoml serve` and the container exit with this when the model cannot be served.
+CANNOT_SERVE_EXIT_CODE = 3
 
 
 @dataclass(frozen=True)
@@ -24,15 +34,40 @@ class ServiceSetup:
     application: type[BaseModel]  # one application as a pydantic model, fields in model order
 
 
+def cannot_start(what: str, reason: str) -> NoReturn:
+    print(f"credit_scoring: cannot serve {what}: {reason}", file=sys.stderr, flush=True)
+    raise SystemExit(CANNOT_SERVE_EXIT_CODE)
+
+
 def prepare_service() -> ServiceSetup:
     """Call once, at service import, before the service class is built: the patches must be in
     place before BentoML builds its dispatchers and sockets."""
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        cannot_start("with these settings", str(error))
     workers = settings.worker_count()
     bentoml_patches.install(workers)
-    # The schema comes from the model's own signature, read from the store's model.yaml (cheap);
-    # the model itself loads in the service's __init__.
-    metadata = bentoml.models.get(settings.model_tag).info.metadata
-    spec = FeatureSpec.from_metadata(metadata["features"])
-    example = json.loads(metadata.get("input_example_json", "{}"))
-    return ServiceSetup(settings, workers, spec, example, application_model(spec, example))
+    try:
+        bento_model = bentoml.models.get(settings.model_tag)
+    except NotFound:
+        cannot_start(settings.model_tag, "no such model in the Bento store; import it first")
+    tag = str(bento_model.tag)
+    try:
+        # The schema comes from the model's own columns, read from the store's model.yaml (cheap);
+        # the model itself loads in the service's __init__.
+        metadata = bento_model.info.metadata
+        spec = FeatureSpec.from_metadata(metadata["features"])
+        example = json.loads(metadata.get("input_example_json", "{}"))
+    except (KeyError, TypeError, ValueError) as error:
+        cannot_start(tag, f"its metadata is not this version's ({error!r}); re-import the model")
+    application = application_model(
+        spec, example, settings.unseen_category, on_unseen=count_unseen_category
+    )
+    if bentoml.server_context.worker_index is None:
+        # The serving process (or an in-process test): prove the model serves before workers.
+        try:
+            ServedModel.load(bento_model, spec, application, example)
+        except ModelCannotServe as error:
+            cannot_start(tag, str(error))
+    return ServiceSetup(settings, workers, spec, example, application)

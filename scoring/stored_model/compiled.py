@@ -92,18 +92,24 @@ def check_matches_booster(forest: CompiledForest, booster: lgb.Booster, rows: np
 
 
 def probe_rows(booster: lgb.Booster, n_rows: int = 256, seed: int = 0) -> np.ndarray:
-    """Rows that walk both sides of the splits: each feature drawn from the model's own split
-    thresholds (just below, at, just above), plus missing values, so a wrong comparison or a
-    wrong missing-value branch shows up."""
+    """Rows that walk both sides of the splits: each numeric feature drawn from the model's own
+    split thresholds (just below, at, just above), each categorical one from the categories its
+    splits test plus the edges (an unseen code past the last, a negative code, a fractional
+    one), plus missing values, so a wrong comparison, a wrong category test or a wrong
+    missing-value branch shows up."""
     rng = np.random.default_rng(seed)
     n_features = booster.num_feature()
     dump = booster.dump_model()
     thresholds: list[list[float]] = [[] for _ in range(n_features)]
+    categories: list[set[int]] = [set() for _ in range(n_features)]
 
     def walk(node: dict) -> None:
         if "split_feature" in node:
-            if isinstance(node.get("threshold"), int | float):
-                thresholds[node["split_feature"]].append(float(node["threshold"]))
+            feature, threshold = node["split_feature"], node.get("threshold")
+            if node.get("decision_type") == "==":
+                categories[feature].update(int(c) for c in str(threshold).split("||") if c)
+            elif isinstance(threshold, int | float):
+                thresholds[feature].append(float(threshold))
             walk(node["left_child"])
             walk(node["right_child"])
 
@@ -114,5 +120,9 @@ def probe_rows(booster: lgb.Booster, n_rows: int = 256, seed: int = 0) -> np.nda
         if values:
             picked = rng.choice(values, size=n_rows) + rng.choice([-1e-6, 0.0, 1e-6], size=n_rows)
             rows[:, feature] = picked
+    for feature, codes in enumerate(categories):
+        if codes:
+            edges = [max(codes) + 1.0, max(codes) + 1000.0, -1.0, 0.5, min(codes) + 0.5]
+            rows[:, feature] = rng.choice([*map(float, codes), *edges], size=n_rows)
     rows[rng.random(rows.shape) < 0.1] = np.nan
     return rows

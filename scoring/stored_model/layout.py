@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 # LightGBM's own text format: no pickle, readable by any LightGBM version >= 4.
 BOOSTER_FILE = "model.txt"
 # The forest compiled to machine code by lleaves (import_model.py --compile), when present.
 COMPILED_FILE = "forest.o"
+# Metadata key: each model file's SHA-256 at import, checked before the service loads it (a
+# truncated model.txt can crash LightGBM's parser outright instead of raising an error).
+CHECKSUMS_KEY = "file_sha256"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

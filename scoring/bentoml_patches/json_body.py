@@ -1,0 +1,190 @@
+"""JSON request bodies that say one thing only: no repeated key, no unknown field.
+
+BentoML 1.4 parses a JSON body with pydantic (`JSONSerde.deserialize_model`), which keeps the
+last value of a repeated key without a word, as orjson, msgspec and the standard library do:
+`{"AMT_CREDIT": 1000, "AMT_CREDIT": 900000}` was scored at 900000, while a gateway or an audit
+log that reads the first value saw 1000. And the input model BentoML generates from an API's
+signature (`IODescriptor.from_input`) ignores unknown top-level fields, so `{"applications":
+[...], "top_k ": 3}` silently ran with the default top_k. Both are refused here, as 400s naming
+the key and where it is, like every other validation error.
+
+How, cheaply: pydantic validates the body exactly as before (its JSON mode: validating an
+already parsed document in Python mode saves little, and changes error messages). The check
+parses the body once more, with orjson, and counts colons in the raw bytes: each key is followed
+by one, and other colons occur only inside strings, so the count can only exceed the number of
+keys written. A repeated key leaves one key fewer in the parsed document, so when the count
+equals the keys of the parsed objects, no object repeated a key. Colons inside strings ("Trade:
+type 3") are told apart by what precedes them: a key's colon follows its closing quote or
+whitespace. When the counts still differ (a repeat, or objects nested inside rows, which are
+not counted), an exact, slower check (the standard library's parser, every object's pairs)
+finds the repeated keys and their paths. loadtest/json_body_cost.py measures the cost.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import weakref
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from _bentoml_impl.serde import JSONSerde, Payload
+from _bentoml_sdk.io_models import IODescriptor
+from pydantic import ValidationError
+from pydantic_core import PydanticCustomError
+
+# BentoML's own methods, kept for the canary tests that check they still need this patch.
+UPSTREAM_DESERIALIZE_MODEL = JSONSerde.deserialize_model
+UPSTREAM_FROM_INPUT = IODescriptor.from_input.__func__  # type: ignore[attr-defined]
+
+# Input models this process built with unknown fields forbidden, for report().
+_STRICT_INPUTS: weakref.WeakSet[type] = weakref.WeakSet()
+
+KeyPath = tuple[str | int, ...]
+# A colon after a character other than a quote or whitespace. (The pattern starts at the colon,
+# so the regex engine jumps from colon to colon instead of trying every byte.)
+_STRING_COLON = re.compile(rb':(?<=[^"\s]:)')
+
+
+def _deserialize_model(self: JSONSerde, payload: Payload, cls: type[Any]) -> Any:
+    body = b"".join(payload.data) or b"{}"
+    repeated = repeated_keys(body)
+    if repeated:
+        raise _repeated_key_error(cls.__name__, repeated)
+    model = UPSTREAM_DESERIALIZE_MODEL(self, Payload((body,), payload.metadata), cls)
+    if repeated is None:
+        # Valid for pydantic, yet neither orjson nor the standard library could read it to
+        # look for repeated keys: refused rather than scored unchecked.
+        raise ValidationError.from_exception_data(
+            cls.__name__,
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": (),
+                    "input": "",
+                    "ctx": {"error": "the body could not be checked for repeated keys"},
+                }
+            ],
+        )
+    return model
+
+
+def repeated_keys(body: bytes) -> list[tuple[KeyPath, int]] | None:
+    """Each key that appears more than once in one object, as (path to the key, times); [] when
+    there is none, None when the body is not JSON that can be read here."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # orjson refuses some JSON pydantic takes (1e400, which pydantic reads as infinity).
+        return _exactly(body)
+    colons = body.count(b":")
+    keys = _keys_counted(document)
+    if colons == keys:
+        return []
+    # Colons inside strings ("Trade: type 3"): a key's colon follows its closing quote or
+    # whitespace, so a colon that follows anything else is inside a string and not a key's.
+    if colons - len(_STRING_COLON.findall(body)) == keys:
+        return []
+    return _exactly(body)
+
+
+def _keys_counted(document: Any) -> int:
+    """Keys of the objects in `document`, counted without visiting every value: the keys of each
+    object reached through objects, and of each object in a list of objects (the rows), but not
+    of objects nested inside a row or inside a list of lists. Never more than the document's
+    keys, so it equals the raw count only when no key was lost to a repeat."""
+    counted = 0
+    pending = [document]
+    while pending:
+        node = pending.pop()
+        if type(node) is dict:
+            counted += len(node)
+            pending.extend(v for v in node.values() if type(v) is dict or type(v) is list)
+        elif type(node) is list and set(map(type, node)) == {dict}:
+            counted += sum(map(len, node))
+    return counted
+
+
+class _Repeats(dict):
+    """An object in which some keys appeared more than once: `times` says how often."""
+
+    times: dict[str, int]
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    repeats = _Repeats(obj)
+    repeats.times = {key: n for key, n in Counter(key for key, _ in pairs).items() if n > 1}
+    return repeats
+
+
+def _exactly(body: bytes) -> list[tuple[KeyPath, int]] | None:
+    try:
+        document = json.loads(body.decode("utf-8"), object_pairs_hook=_object)
+    except (ValueError, RecursionError):
+        return None
+    return list(_repeats_in(document))
+
+
+def _repeats_in(document: Any) -> Iterator[tuple[KeyPath, int]]:
+    """The repeats in document order (iteratively: a body may nest deeper than Python recurses)."""
+    pending: list[tuple[KeyPath, Any]] = [((), document)]
+    while pending:
+        path, node = pending.pop()
+        if isinstance(node, dict):
+            if isinstance(node, _Repeats):
+                yield from (((*path, key), times) for key, times in node.times.items())
+            children = [((*path, key), value) for key, value in node.items()]
+        elif isinstance(node, list):
+            children = [((*path, index), value) for index, value in enumerate(node)]
+        else:
+            continue
+        pending.extend(reversed(children))
+
+
+def _repeated_key_error(title: str, repeated: list[tuple[KeyPath, int]]) -> ValidationError:
+    return ValidationError.from_exception_data(
+        title,
+        [
+            {
+                "type": PydanticCustomError(
+                    "repeated_key",
+                    "key repeated {times} times in one object; send each key once, since "
+                    "readers disagree on which value counts",
+                    {"times": times},
+                ),
+                "loc": path,
+                "input": path[-1],
+            }
+            for path, times in repeated
+        ],
+    )
+
+
+def _from_input(cls: type[IODescriptor], *args: Any, **kwargs: Any) -> type[IODescriptor]:
+    spec = UPSTREAM_FROM_INPUT(cls, *args, **kwargs)
+    # A single positional-only argument is the whole body (a root model): no fields to forbid.
+    if not getattr(spec, "__root_input__", False) and spec.model_config.get("extra") is None:
+        spec.model_config = {**spec.model_config, "extra": "forbid"}
+        spec.model_rebuild(force=True)
+        _STRICT_INPUTS.add(spec)
+    return spec
+
+
+def install() -> None:
+    JSONSerde.deserialize_model = _deserialize_model  # type: ignore[method-assign]
+    IODescriptor.from_input = classmethod(_from_input)  # type: ignore[method-assign,assignment]
+
+
+def report() -> dict[str, object]:
+    """Whether JSON bodies are checked for repeated keys here, and how many API input models
+    this process built with unknown fields forbidden."""
+    return {
+        "active": JSONSerde.deserialize_model is _deserialize_model
+        and IODescriptor.from_input.__func__ is _from_input,  # type: ignore[attr-defined]
+        "inputs_refusing_unknown_fields": len(_STRICT_INPUTS),
+    }

@@ -1,0 +1,108 @@
+"""The served model: loaded from the Bento store and proven able to score, the same way in the
+`bentoml serve` process before any worker starts (so a model it cannot serve stops it once,
+with one line) and in each worker."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import lightgbm as lgb
+import numpy as np
+from pydantic import BaseModel
+
+from scoring.serving.features import FeatureSpec, records_to_matrix
+from scoring.stored_model import compiled
+from scoring.stored_model.layout import BOOSTER_FILE, CHECKSUMS_KEY, COMPILED_FILE, file_sha256
+from scoring.stored_model.provenance import Provenance
+
+
+class ModelCannotServe(RuntimeError):  # noqa: N818 - what the operator reads
+    """The stored model cannot be served as it is; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    tag: str
+    provenance: Provenance
+    booster: lgb.Booster
+    scorer: Any  # the compiled forest or the booster, both called like Booster.predict
+    predictor: str
+    metadata: Mapping[str, Any]
+
+    @classmethod
+    def load(
+        cls,
+        bento_model: bentoml.Model,
+        spec: FeatureSpec,
+        application: type[BaseModel],
+        example: Mapping[str, Any],
+    ) -> ServedModel:
+        tag = str(bento_model.tag)
+        try:
+            provenance = Provenance.from_labels(bento_model.info.labels)
+        except ValueError as error:
+            raise ModelCannotServe(str(error)) from None
+        _check_files(bento_model)
+        try:
+            booster = lgb.Booster(model_file=bento_model.path_of(BOOSTER_FILE))
+        except lgb.basic.LightGBMError as error:
+            reason = str(error).splitlines()[0][:200]
+            raise ModelCannotServe(
+                f"{BOOSTER_FILE} is unreadable ({reason}); re-import the model"
+            ) from None
+        if tuple(booster.feature_name()) != spec.names:
+            raise ModelCannotServe(
+                "the booster's features differ from the stored feature list; re-import the model"
+            )
+        scorer, predictor = _scorer(Path(bento_model.path), booster)
+        model = cls(tag, provenance, booster, scorer, predictor, bento_model.info.metadata)
+        model.self_test(application, example)
+        return model
+
+    def self_test(self, application: type[BaseModel], example: Mapping[str, Any]) -> None:
+        """Score the model's own example as a request would be scored."""
+        try:
+            row = application.model_validate(example)
+        except ValueError as error:
+            reason = str(error).splitlines()[0][:200]
+            raise ModelCannotServe(
+                f"its example is not a valid request ({reason}); re-import the model"
+            ) from None
+        probability = self.scorer.predict(records_to_matrix([row]))
+        if not np.all((probability >= 0) & (probability <= 1)):
+            raise ModelCannotServe(f"it scores its example {probability}, not a probability")
+
+
+def _check_files(bento_model: bentoml.Model) -> None:
+    """Each model file as the import wrote it: a truncated or altered file is refused here,
+    before LightGBM's parser (which can abort the process on one) ever reads it."""
+    for name, expected in bento_model.info.metadata.get(CHECKSUMS_KEY, {}).items():
+        path = Path(bento_model.path_of(name))
+        if not path.exists():
+            raise ModelCannotServe(f"{name} is missing from the stored model; re-import it")
+        if file_sha256(path) != expected:
+            raise ModelCannotServe(f"{name} differs from what was imported (corrupt); re-import it")
+
+
+def _scorer(model_dir: Path, booster: lgb.Booster) -> tuple[Any, str]:
+    """The compiled forest when the import stored one (and it matches the booster on probe
+    rows), else the booster."""
+    compiled_file = model_dir / COMPILED_FILE
+    if not compiled_file.exists():
+        return booster, f"lightgbm {lgb.__version__} Booster"
+    if not compiled.runs_here():
+        return (
+            booster,
+            f"lightgbm {lgb.__version__} Booster (a forest compiled for {compiled.ARCHITECTURE})",
+        )
+    try:
+        forest = compiled.load_forest(model_dir / BOOSTER_FILE, compiled_file, booster)
+        compiled.check_matches_booster(forest, booster, compiled.probe_rows(booster))
+    except (RuntimeError, OSError) as error:
+        reason = str(error).splitlines()[0][:200]
+        raise ModelCannotServe(f"its compiled forest cannot be used ({reason})") from None
+    return forest, f"compiled forest, {compiled.metadata()['compiler']}"
