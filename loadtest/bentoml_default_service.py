@@ -22,10 +22,12 @@ class Default:
         self.names = self.booster.feature_name()
         features = self.model.info.metadata["features"]
         self.categorical = [f["name"] for f in features if f.get("categories") is not None]
+        self.numeric = [name for name in self.names if name not in self.categorical]
 
     @bentoml.api
     def predict(self, applications: list[dict[str, float | str | None]]) -> list[float]:
         # The quick start's way: a pandas frame, categories as `category` (LightGBM maps them).
         frame = pd.DataFrame.from_records(applications, columns=self.names)
         frame[self.categorical] = frame[self.categorical].astype("category")
+        frame[self.numeric] = frame[self.numeric].astype("float64")  # a lone null is no float
         return self.booster.predict(frame).tolist()
