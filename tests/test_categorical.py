@@ -148,7 +148,9 @@ def test_import_stores_each_categorical_features_categories_in_training_order(st
 
 @pytest.mark.skipif(not compiled.runs_here(), reason=f"forests compile for {compiled.ARCHITECTURE}")
 @pytest.mark.parametrize("route", ["classifier", "train"])
-def test_compiled_forest_equals_lightgbm_on_the_training_style_frame(store, route):
+def test_booster_and_compiled_forest_on_codes_equal_lightgbm_on_the_training_style_frame(
+    store, route
+):
     tag = import_route(store, route, "--compile")
     model = bentoml.models.get(tag)
     booster = lgb.Booster(model_file=model.path_of(BOOSTER_FILE))
@@ -164,6 +166,8 @@ def test_compiled_forest_equals_lightgbm_on_the_training_style_frame(store, rout
         ).codes.astype(float)
         codes.loc[codes[name] < 0, name] = np.nan
     matrix = codes.astype(np.float64).to_numpy()
+    # The two predictors the service may score with, on the codes it builds from a request:
+    np.testing.assert_allclose(booster.predict(matrix), expected, rtol=0, atol=1e-9)
     np.testing.assert_allclose(forest.predict(matrix), expected, rtol=0, atol=1e-9)
     # The probe rows the import checks with include categorical edges: unseen and negative codes.
     probes = compiled.probe_rows(booster)

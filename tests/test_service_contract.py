@@ -135,3 +135,30 @@ def test_json_routes_declare_their_media_type_so_bentoml_skips_a_schema_per_resp
         assert service.CreditScoring.apis[name].output_spec.media_type == "application/json"
     response = client.post("/predict", json={"applications": [service.EXAMPLE]})
     assert response.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("column", "cell", "expected"),
+    [
+        ("AMT_CREDIT", "lots", "is not a number"),
+        ("AMT_CREDIT", "inf", "is not a finite number"),
+        ("CNT_CHILDREN", "2.5", "must be an integer"),
+        ("OCCUPATION_TYPE", "Astronaut", "unseen category"),
+    ],
+)
+def test_a_csv_cell_that_does_not_parse_as_its_column_is_a_400_naming_column_and_row(
+    client, demo_rows, column, cell, expected
+):
+    import pandas as pd
+
+    frame = pd.DataFrame(demo_rows[:5])
+    frame[column] = frame[column].astype(object)
+    frame.loc[3, column] = cell
+    files = {"file": ("applications.csv", frame.to_csv(index=False).encode(), "text/csv")}
+    response = client.post("/predict_file", files=files)
+    assert response.status_code == 400, response.text
+    message = response.json()["error"]
+    assert column in message
+    assert expected in message
+    assert "3" in message  # the row
+    assert client.post("/predict", json={"applications": demo_rows[:1]}).status_code == 200
