@@ -34,3 +34,33 @@ def test_locust_smoke_run_has_no_failures(production_model, bentoml_home, tmp_pa
         total = next(row for row in csv.DictReader(stats) if row["Name"] == "Aggregated")
     assert int(total["Request Count"]) > 20
     assert int(total["Failure Count"]) == 0
+
+
+def test_equal_workers_floor_scores_like_the_service_from_its_own_sockets(
+    production_model, demo_rows, tmp_path
+):
+    """The benchmark's like-for-like floor: two processes, each on its own SO_REUSEPORT socket,
+    scoring with the model's compiled forest; its answers equal LightGBM's own."""
+    import bentoml
+    import numpy as np
+    import requests
+
+    from scoring.stored_model.layout import BOOSTER_FILE, COMPILED_FILE
+    from tests.service_helpers import reference_probabilities
+
+    model = bentoml.models.get(production_model)
+    port = free_port()
+    command = [sys.executable, "-m", "loadtest.floor_server", "--workers", "2",
+               "--model-file", model.path_of(BOOSTER_FILE),
+               "--compiled-file", model.path_of(COMPILED_FILE), "--port", str(port)]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with running(command, f"{url}/health", tmp_path / "floor.log", env=env) as floor:
+        answered = requests.post(f"{url}/predict", json={"applications": demo_rows}, timeout=30)
+        children = subprocess.run(
+            ["pgrep", "-P", str(floor.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+    assert answered.status_code == 200, answered.text
+    expected = reference_probabilities(production_model, demo_rows)
+    np.testing.assert_allclose(answered.json(), expected, rtol=0, atol=1e-9)
+    assert len(children) >= 2  # the two serving processes (spawn may add its tracker)
