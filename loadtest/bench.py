@@ -248,19 +248,18 @@ def servers(
 
         return start
 
-    def floor():
-        port = free_port()
-        command = [
-            py,
-            "-m",
-            "loadtest.floor_server",
-            "--model-file",
-            model_file,
-            "--port",
-            str(port),
-        ]
-        url = f"http://127.0.0.1:{port}"
-        return running(command, url + "/health", logs / "floor.log", env=env), url + "/predict"
+    def floor(workers: int = 1, compiled: bool = False):
+        def start():
+            port = free_port()
+            command = [py, "-m", "loadtest.floor_server", "--model-file", model_file]
+            command += ["--port", str(port), "--workers", str(workers)]
+            if compiled:
+                command += ["--compiled-file", str(Path(model_file).parent / "forest.o")]
+            url = f"http://127.0.0.1:{port}"
+            log = logs / f"floor-{workers}.log"
+            return running(command, url + "/health", log, env=env), url + "/predict"
+
+        return start
 
     def mlflow_serve():
         port = free_port()

@@ -64,3 +64,11 @@ def test_equal_workers_floor_scores_like_the_service_from_its_own_sockets(
     expected = reference_probabilities(production_model, demo_rows)
     np.testing.assert_allclose(answered.json(), expected, rtol=0, atol=1e-9)
     assert len(children) >= 2  # the two serving processes (spawn may add its tracker)
+
+
+def test_the_benchmark_sets_up_every_server_it_compares(tmp_path):
+    from loadtest import bench
+
+    names = set(bench.servers({}, "model.txt", {"compiled": "c", "booster": "b"}, tmp_path))
+    assert {"this service", bench.BOOSTER_VARIANT, "HTTP floor", bench.EQUAL_FLOOR} <= names
+    assert bench.EQUAL_FLOOR.startswith(f"HTTP floor, {bench.SERVICE_WORKERS} processes")
