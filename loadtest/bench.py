@@ -23,6 +23,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -57,6 +58,11 @@ end
 statuses = {}
 local threads = {}
 setup = function(thread) table.insert(threads, thread) end
+if os.getenv("WRK_DELAY_MS") then
+  -- paced clients: each connection pauses this long after every answer (not timed as latency)
+  local pause = tonumber(os.getenv("WRK_DELAY_MS"))
+  delay = function() return pause end
+end
 if os.getenv("WRK_COUNT_STATUS") then
   response = function(status, headers, body)
     statuses[status] = (statuses[status] or 0) + 1
@@ -90,7 +96,13 @@ class Measurement:
 
 
 def wrk(
-    url: str, bodies: Path, clients: int, duration: float, rows: int, count_status: bool = False
+    url: str,
+    bodies: Path,
+    clients: int,
+    duration: float,
+    rows: int,
+    count_status: bool = False,
+    delay_ms: int = 0,
 ) -> dict:
     script = BUILD / "bench.lua"
     script.write_text(WRK_SCRIPT)
@@ -114,6 +126,7 @@ def wrk(
             "WRK_PATH": path,
             "WRK_BODIES": str(bodies),
             **({"WRK_COUNT_STATUS": "1"} if count_status else {}),
+            **({"WRK_DELAY_MS": str(delay_ms)} if delay_ms else {}),
         },
         check=True,
     )
@@ -135,6 +148,29 @@ def wrk(
         "p99_ms": stats["p99_us"] / 1000,
         "errors": stats["status_errors"] + stats["socket_errors"],
     }
+
+
+PACED_CLIENTS, PACE_MS = 20, 20  # at most ~1,000 single rows/s: well under capacity
+PACED = f"paced 1 row x {PACED_CLIENTS} clients ({PACE_MS} ms pause)"
+
+
+def mixed_load(
+    name: str, url: str, one: Path, bulk: dict[str, tuple[str, Path]], duration: float
+) -> list[Measurement]:
+    """Online applications one at a time, paced, alone and then while bulk clients stream
+    500-row bodies in each form (closed loop): does the bulk starve the applicants?"""
+    results = [Measurement(name, f"{PACED}, alone", **wrk(url, one, PACED_CLIENTS, duration, 1,
+                                                            delay_ms=PACE_MS))]  # fmt: skip
+    for form, (bulk_url, bodies) in bulk.items():
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            streaming = pool.submit(wrk, bulk_url, bodies, BATCH_CLIENTS, duration, BATCH_ROWS)
+            paced = wrk(url, one, PACED_CLIENTS, duration, 1, delay_ms=PACE_MS)
+            stream = streaming.result()
+        results.append(Measurement(name, f"{PACED}, while {form} bulk streams", **paced))
+        suffix = "" if form == "records" else f", {form}"
+        load = f"{BATCH_ROWS} rows x {BATCH_CLIENTS} clients{suffix}, mixed"
+        results.append(Measurement(name, load, **stream))
+    return results
 
 
 def overload(url: str, bodies: Path, duration: float) -> str:
@@ -378,6 +414,10 @@ def main() -> int:
                 results.append(Measurement(name, load, **stats))
                 print(f"   {results[-1]}", flush=True)
             if name == "this service":
+                bulk = {"records": (url, batch), "compact form": (url + "_compact", compact)}
+                for measurement in mixed_load(name, url, one, bulk, args.duration):
+                    results.append(measurement)
+                    print(f"   {measurement}", flush=True)
                 overload_report = overload(url, one, args.duration)
                 print(f"   overload: {overload_report}", flush=True)
     # Measured before and after the servers; the higher figure makes the stricter ratio.
@@ -446,6 +486,26 @@ def render(
                     f"| {ours_name}, {BATCH_ROWS}-row rows/s{form} / in-process | "
                     f"{batch.rows_per_s / ceiling:.2f} | ≥ 0.7 |"
                 )
+    alone = find("this service", f"{PACED}, alone")
+    for form in ("records", "compact form"):
+        mixed = find("this service", f"{PACED}, while {form} bulk streams")
+        suffix = "" if form == "records" else f", {form}"
+        bulk_alone = find("this service", f"{BATCH_ROWS} rows x {BATCH_CLIENTS} clients{suffix}")
+        bulk_mixed = find(
+            "this service", f"{BATCH_ROWS} rows x {BATCH_CLIENTS} clients{suffix}, mixed"
+        )
+        if alone and mixed and alone.requests_per_s:
+            what = f"paced single rows while {form} bulk streams"
+            rate = mixed.requests_per_s / alone.requests_per_s
+            lines.append(f"| {what}: rate / alone | {rate:.2f} | ≥ 0.9 |")
+            lines.append(
+                f"| {what}: p99 ms (alone {alone.p99_ms:.1f}) | {mixed.p99_ms:.1f} | ≤ 25 |"
+            )
+        if bulk_alone and bulk_mixed and bulk_alone.rows_per_s:
+            lines.append(
+                f"| {form} bulk rows/s meanwhile / alone | "
+                f"{bulk_mixed.rows_per_s / bulk_alone.rows_per_s:.2f} | ≥ 0.6 |"
+            )
     return "\n".join(lines) + "\n"
 
 
