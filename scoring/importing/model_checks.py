@@ -148,17 +148,12 @@ def check_model(local: Path) -> CheckedModel:
 def _check_scores_its_example(
     booster: lgb.Booster, columns: list[FeatureColumn], example: dict[str, Any]
 ) -> None:
-    """What the service does at start-up (its self-test), done here: whatever imports serves."""
-    from scoring.serving.features import FeatureSpec, application_model, records_to_matrix
+    """The service's start-up self-test, run here: whatever imports also serves."""
+    from scoring.serving.features import FeatureSpec, application_model
+    from scoring.serving.model import ModelCannotServe, score_example
 
     spec = FeatureSpec.from_metadata([column.to_metadata() for column in columns])
     try:
-        row = application_model(spec, example).model_validate(example)
-        probability = booster.predict(records_to_matrix([row]))
-    except ValueError as error:
-        reason = str(error).splitlines()[0][:200]
-        raise UnservableModel(
-            f"the service could not score the model's example: {reason}"
-        ) from None
-    if not 0 <= float(probability[0]) <= 1:
-        raise UnservableModel(f"the model scores its example {probability[0]}, not a probability")
+        score_example(booster, application_model(spec, example), example)
+    except ModelCannotServe as error:
+        raise UnservableModel(f"the service could not score the model's example: {error}") from None

@@ -282,8 +282,10 @@ def compact_to_matrix(
     for index, row in enumerate(table.data):
         if len(row) != width:
             raise RequestError(f"data[{index}] has {len(row)} values for {width} columns")
-    if spec.numeric_only:
-        # Cells parsed as numbers (NumericCompactTable), or checked here when a generic table.
+    if isinstance(table, NumericCompactTable):
+        # Parsed as numbers already: straight to float64, no per-cell check on the request path.
+        matrix = np.array(table.data, dtype=np.float64).reshape(len(table.data), width)[:, order]
+    elif spec.numeric_only:
         cells = np.array(table.data, dtype=object).reshape(len(table.data), width)[:, order]
         _check_numbers(cells, spec, order, range(len(spec.names)))
         matrix = cells.astype(np.float64)

@@ -64,17 +64,22 @@ class ServedModel:
         return model
 
     def self_test(self, application: type[BaseModel], example: Mapping[str, Any]) -> None:
-        """Score the model's own example as a request would be scored."""
-        try:
-            row = application.model_validate(example)
-        except ValueError as error:
-            reason = str(error).splitlines()[0][:200]
-            raise ModelCannotServe(
-                f"its example is not a valid request ({reason}); re-import the model"
-            ) from None
-        probability = self.scorer.predict(records_to_matrix([row]))
-        if not np.all((probability >= 0) & (probability <= 1)):
-            raise ModelCannotServe(f"it scores its example {probability}, not a probability")
+        score_example(self.scorer, application, example)
+
+
+def score_example(predictor: Any, application: type[BaseModel], example: Mapping[str, Any]) -> None:
+    """Score the model's own example as a request would be scored: the service's self-test,
+    also run by the importer, so that whatever imports also serves."""
+    try:
+        row = application.model_validate(example)
+    except ValueError as error:
+        reason = str(error).splitlines()[0][:200]
+        raise ModelCannotServe(
+            f"its example is not a valid request ({reason}); re-import the model"
+        ) from None
+    probability = predictor.predict(records_to_matrix([row]))
+    if not np.all((probability >= 0) & (probability <= 1)):
+        raise ModelCannotServe(f"it scores its example {probability}, not a probability")
 
 
 def _check_files(bento_model: bentoml.Model) -> None:
