@@ -24,6 +24,7 @@ import numpy as np
 from bentoml.validators import ContentType
 from pydantic import AfterValidator, BaseModel, Field
 
+from scoring.serving.bulk_lane import in_bulk_lane
 from scoring.serving.features import (
     CompactTable,
     NumericCompactTable,
@@ -55,7 +56,9 @@ batched_api = functools.partial(
     max_batch_size=SETTINGS.max_batch_size,
     max_latency_ms=SETTINGS.max_latency_ms,
 )
-INLINE_ROWS = 64  # batches below this are scored on the event loop, larger ones in a thread
+# Batches below this are scored on the event loop, larger ones in a thread; a request this big
+# skips the batching queue (scoring/bentoml_patches/bulk_bypass.py).
+INLINE_ROWS = SETTINGS.bulk_rows
 
 Applications = Annotated[
     list[Application],
@@ -210,6 +213,16 @@ class CreditScoring:
             return self.scorer.predict(rows, num_threads=1)
         return await asyncio.to_thread(self.scorer.predict, rows, **self.predict_params)
 
+    async def _score(self, rows: np.ndarray) -> list[Prediction]:
+        if len(rows) >= SETTINGS.bulk_rows:
+            # A bulk request (it skipped the batching queue): scored and decided in the bulk
+            # lane, one at a time per worker, at low priority (scoring/serving/bulk_lane.py).
+            return await in_bulk_lane(self._score_now, rows)
+        return self._decide(await self._probabilities(rows))
+
+    def _score_now(self, rows: np.ndarray) -> list[Prediction]:
+        return self._decide(self.scorer.predict(rows, **self.predict_params))
+
     def _decide(self, probabilities: np.ndarray) -> list[Prediction]:
         rejected = probabilities >= self.threshold
         record(probabilities, rejected)
@@ -228,14 +241,14 @@ class CreditScoring:
         self, applications: Applications
     ) -> Annotated[list[Prediction], JSON_RESPONSE]:
         """Score applications: probability of default and approve/reject at the threshold."""
-        return self._decide(await self._probabilities(applications))
+        return await self._score(applications)
 
     @batched_api(route="/predict_compact")
     async def predict_compact(
         self, table: CompactApplications
     ) -> Annotated[list[Prediction], JSON_RESPONSE]:
         """The same scoring, for heavy clients: column names once, then rows of values."""
-        return self._decide(await self._probabilities(table))
+        return await self._score(table)
 
     @bentoml.api(route="/explain")
     def explain(

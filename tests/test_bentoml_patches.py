@@ -34,6 +34,7 @@ from starlette.testclient import TestClient
 from scoring import bentoml_patches
 from scoring.bentoml_patches import (
     batching_wait,
+    bulk_bypass,
     form_body,
     json_body,
     request_timeout,
@@ -55,6 +56,7 @@ def test_another_bentoml_release_is_refused_with_what_to_recheck():
 def test_every_patch_reports_its_state():
     assert set(bentoml_patches.report()) == {
         "batching_wait",
+        "bulk_bypass",
         "form_body",
         "json_body",
         "request_timeout",
@@ -70,6 +72,46 @@ def test_canary_upstream_batching_wait_still_grows_without_bound():
         upstream.o_stat.append((n % 8 + 1, 0.001 * (n % 8 + 1), 0.300))  # 300 ms waits
     upstream.trigger_refresh()
     assert upstream.wait > 0.1, "upstream bounds the batching wait now: remove batching_wait.py"
+
+
+async def _bulk_waits_for_the_batch_in_flight(dispatcher_class: type) -> bool:
+    """A one-row request is being scored (held until released) when a 500-row request arrives:
+    True when the 500-row request is answered only after the one-row batch is released."""
+    release, in_flight = asyncio.Event(), asyncio.Event()
+
+    async def score(batches):
+        if len(batches[0]) == 1:
+            in_flight.set()
+            await release.wait()
+        return [len(batch) for batch in batches]
+
+    dispatcher = dispatcher_class(
+        max_latency_in_ms=10_000, max_batch_size=2048, fallback=lambda: None, get_batch_size=len
+    )
+    batched = dispatcher(score)
+    single = asyncio.ensure_future(batched([0.5]))
+    await in_flight.wait()
+    bulk = asyncio.ensure_future(batched([0.5] * 500))
+    done, _ = await asyncio.wait({bulk}, timeout=1.0)
+    release.set()
+    # Both answered, each with its own output.
+    assert await single == 1
+    assert await bulk == 500
+    dispatcher.shutdown()
+    return not done
+
+
+def test_canary_upstream_dispatcher_still_queues_a_bulk_request_behind_the_batch_in_flight():
+    """BentoML scores one batch at a time per API and queues every request behind it. When a
+    500-row request no longer waits for a one-row batch, drop bulk_bypass.py."""
+    waited = asyncio.run(_bulk_waits_for_the_batch_in_flight(bulk_bypass.UPSTREAM_DISPATCHER))
+    assert waited, "upstream no longer queues bulk requests behind the batch: drop bulk_bypass.py"
+
+
+def test_patched_dispatcher_scores_a_bulk_request_beside_the_batch_in_flight():
+    bulk_bypass.BulkBypassDispatcher.bulk_rows = 64
+    waited = asyncio.run(_bulk_waits_for_the_batch_in_flight(bulk_bypass.BulkBypassDispatcher))
+    assert not waited
 
 
 async def _ok(_):

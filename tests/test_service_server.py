@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from loadtest.processes import ROOT, free_port, running
+from scoring.serving import bulk_lane
 from scoring.serving.settings import FILE_SIZE_FACTOR
 from tests.service_helpers import names_the_field, reference_probabilities
 
@@ -31,6 +32,8 @@ NOT_A_CSV = (
 )
 MAX_BODY = 200_000
 WORKERS = 2
+BULK_ROWS = 20  # below MAX_ROWS, so requests here take the bulk path too
+BULK_BODY_BYTES = 10_000
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +52,8 @@ def server(production_model, bentoml_home, tmp_path_factory, server_tmp):
         "SCORING_MAX_ROWS_PER_REQUEST": str(MAX_ROWS),
         "SCORING_MAX_BODY_BYTES": str(MAX_BODY),
         "SCORING_WORKERS": str(WORKERS),
+        "SCORING_BULK_ROWS": str(BULK_ROWS),
+        "SCORING_BULK_BODY_BYTES": str(BULK_BODY_BYTES),
     }
     command = [
         sys.executable,
@@ -380,6 +385,30 @@ def test_every_batching_dispatcher_in_the_server_uses_the_bounded_wait(server):
     # /predict and /predict_compact are batched: each has a dispatcher, each with the bound.
     assert report["batching_wait"]["bounded_dispatchers"] >= 2, report
     assert report["request_timeout"]["active"], report
+
+
+def test_a_bulk_request_is_parsed_and_scored_in_the_low_priority_lane_beside_the_queue(
+    server, production_model, demo_rows
+):
+    host, port = server.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)  # one worker answers
+    rows = demo_rows[:MAX_ROWS]
+    body = json.dumps({"applications": rows}).encode()
+    assert len(body) >= BULK_BODY_BYTES  # parsed off the event loop
+    connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
+    answer = json.loads(connection.getresponse().read())
+    connection.request("GET", "/version")
+    version = json.loads(connection.getresponse().read())
+    connection.close()
+    served = [p["probability_of_default"] for p in answer]
+    assert served == pytest.approx(list(reference_probabilities(production_model, rows)), abs=1e-12)
+    bypass = version["bentoml_patches"]["bulk_bypass"]
+    assert bypass["active"], bypass
+    assert bypass["bulk_rows"] == BULK_ROWS, bypass
+    assert bypass["bulk_requests_scored_beside_the_queue"] >= 1, bypass
+    parsing = version["bentoml_patches"]["json_body"]
+    assert parsing["bodies_parsed_off_the_event_loop"] >= 1, parsing
+    assert version["bulk_lane"]["niceness"] == bulk_lane.BULK_NICENESS
 
 
 def test_the_real_server_refuses_what_could_be_read_two_ways_in_the_one_error_shape(

@@ -20,6 +20,7 @@ from packaging.version import Version
 
 from scoring.bentoml_patches import (
     batching_wait,
+    bulk_bypass,
     form_body,
     json_body,
     request_timeout,
@@ -36,6 +37,7 @@ SUPPORTED_BENTOML = SpecifierSet("==1.4.39")
 # name -> what reports, in the running process, whether the patch took effect there.
 _REPORTS: dict[str, Callable[[], dict[str, Any]]] = {
     "batching_wait": batching_wait.report,
+    "bulk_bypass": bulk_bypass.report,
     "form_body": form_body.report,
     "json_body": json_body.report,
     "request_timeout": request_timeout.report,
@@ -57,13 +59,21 @@ def check_version(installed: str = bentoml.__version__) -> None:
         )
 
 
-def install(workers: int) -> dict[str, Any]:
+def install(
+    workers: int,
+    bulk_rows: int,
+    offload: json_body.Offload | None = None,
+    offload_bytes: int = 0,
+) -> dict[str, Any]:
     """Install every patch in this process (call it at service import, before the service class
-    is built) and return the report GET /version shows."""
+    is built) and return the report GET /version shows. Requests of `bulk_rows` rows or more
+    skip the batching queue; `offload(function, *args)` parses JSON bodies of `offload_bytes` or
+    more off the event loop."""
     check_version()
     batching_wait.install()
+    bulk_bypass.install(bulk_rows)
     form_body.install()
-    json_body.install()
+    json_body.install(offload, offload_bytes)
     request_timeout.install()
     worker_sockets.install(workers, bentoml.server_context.worker_index)
     active = report()

@@ -19,7 +19,6 @@ import numpy as np
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     Strict,
@@ -37,6 +36,7 @@ UnseenCategory = Literal["reject", "missing"]
 StrictFloat = Annotated[float, Strict()]
 StrictStr = Annotated[str, Strict()]
 StrictBool = Annotated[bool, Strict()]
+WholeNumber = Annotated[float, Strict(), Field(multiple_of=1)]
 
 
 class RequestError(ValueError):
@@ -96,15 +96,6 @@ class FeatureSpec:
         return float(scored)
 
 
-def _whole_number(value: object) -> object:
-    """Integer features: whole numbers, also when written 3.0; never a bool or a string."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"must be a whole number, got {type(value).__name__} {value!r}")
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
 def category_encoder(
     name: str,
     codes: Mapping[Category, int],
@@ -154,11 +145,9 @@ def application_model(
         elif name in spec.boolean:
             kind, description, extra = StrictBool, "required boolean", {}
         elif name in spec.integer:
-            kind, description, extra = (
-                Annotated[int, BeforeValidator(_whole_number)],
-                "required integer",
-                {},
-            )
+            # Checked by pydantic-core itself (a per-cell Python validator cost a seventh of a
+            # 500-row body's parsing): a whole number, 3 or 3.0, never a bool or a string.
+            kind, description, extra = WholeNumber, "required integer", {}
         else:
             kind, description, extra = StrictFloat | None, "missing allowed (null)", {}
         fields[name] = (

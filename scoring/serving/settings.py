@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     """Adaptive batching: most rows merged into one model call."""
     max_latency_ms: int = Field(200, ge=1)
     """Adaptive batching: latency bound; requests that cannot meet it are shed with 503."""
+    bulk_rows: int = Field(64, ge=2)
+    """A request with at least this many rows is a batch already: it skips the batching queue
+    and is scored in the bulk lane (one low-priority thread per worker), so single applications
+    never wait behind it."""
+    bulk_body_bytes: int = Field(64 * 1024, ge=1)
+    """A JSON body at least this large is validated in the bulk lane, off the event loop."""
+    gil_switch_ms: float = Field(1.0, gt=0, le=100)
+    """How long one Python thread may hold the GIL while another waits (Python's default is
+    5 ms). Bulk bodies are validated in a thread; a shorter interval lets the event loop in
+    sooner to answer single applications meanwhile."""
     request_timeout_s: int = Field(30, ge=1)
     """Longest a request may run before a 504; the Kubernetes grace period must cover it."""
     unseen_category: Literal["reject", "missing"] = "reject"

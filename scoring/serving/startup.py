@@ -16,6 +16,7 @@ from bentoml.exceptions import NotFound
 from pydantic import BaseModel
 
 from scoring import bentoml_patches
+from scoring.serving.bulk_lane import in_bulk_lane
 from scoring.serving.features import FeatureSpec, application_model
 from scoring.serving.metrics import count_unseen_category
 from scoring.serving.model import ModelCannotServe, ServedModel
@@ -47,7 +48,10 @@ def prepare_service() -> ServiceSetup:
     except SettingsError as error:
         cannot_start("with these settings", str(error))
     workers = settings.worker_count()
-    bentoml_patches.install(workers)
+    sys.setswitchinterval(settings.gil_switch_ms / 1000)
+    bentoml_patches.install(
+        workers, settings.bulk_rows, offload=in_bulk_lane, offload_bytes=settings.bulk_body_bytes
+    )
     try:
         bento_model = bentoml.models.get(settings.model_tag)
     except NotFound:

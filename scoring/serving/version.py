@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from scoring import bentoml_patches
+from scoring.serving.bulk_lane import lane_niceness
 
 VERSION: dict[str, Any] = {}
 
@@ -19,7 +20,13 @@ VERSION: dict[str, Any] = {}
 async def _version(_: Request) -> JSONResponse:
     if not VERSION:
         return JSONResponse({"error": "model not loaded yet"}, status_code=503)
-    return JSONResponse({**VERSION, "bentoml_patches": bentoml_patches.report()})
+    return JSONResponse(
+        {
+            **VERSION,
+            "bentoml_patches": bentoml_patches.report(),
+            "bulk_lane": {"niceness": lane_niceness()},
+        }
+    )
 
 
 version_app = Starlette(routes=[Route("/version", _version, methods=["GET"])])
