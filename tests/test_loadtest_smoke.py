@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from loadtest.memory import server_memory
 from loadtest.processes import ROOT, free_port, running
 
 pytestmark = pytest.mark.server
@@ -60,10 +61,31 @@ def test_equal_workers_floor_scores_like_the_service_from_its_own_sockets(
         children = subprocess.run(
             ["pgrep", "-P", str(floor.pid)], capture_output=True, text=True, check=False
         ).stdout.split()
+        memory = server_memory(floor.pid)
     assert answered.status_code == 200, answered.text
     expected = reference_probabilities(production_model, demo_rows)
     np.testing.assert_allclose(answered.json(), expected, rtol=0, atol=1e-9)
     assert len(children) >= 2  # the two serving processes (spawn may add its tracker)
+    # The benchmark's memory figures: the parent and every process it started, each loaded.
+    assert len(memory.workers_mb) >= len(children)
+    assert memory.parent_mb > 20
+    assert sorted(memory.workers_mb)[-2] > 20  # both serving processes hold a model
+
+
+def test_the_benchmark_ceiling_scores_with_the_services_compiled_forest(
+    production_model, demo_rows
+):
+    import bentoml
+
+    from loadtest import bench
+    from scoring.serving.settings import Settings
+
+    assert (
+        Settings.from_env({}).worker_count() * (Settings.from_env({}).booster_threads())
+        == bench.CEILING_THREADS
+    )
+    model_dir = bentoml.models.get(production_model).path
+    assert bench.in_process_rows_per_s(model_dir, demo_rows, threads=1) > 100
 
 
 def test_the_benchmark_sets_up_every_server_it_compares(tmp_path):
