@@ -10,6 +10,7 @@ import inspect
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated
 
 import bentoml
@@ -34,12 +35,14 @@ from starlette.testclient import TestClient
 from scoring import bentoml_patches
 from scoring.bentoml_patches import (
     batching_wait,
+    bound_api_methods,
     bulk_bypass,
     form_body,
     json_body,
     request_timeout,
     worker_sockets,
 )
+from scoring.bentoml_patches.bound_api_methods import UPSTREAM_GET
 
 
 def test_the_installed_bentoml_is_one_the_patches_were_checked_against():
@@ -56,6 +59,7 @@ def test_another_bentoml_release_is_refused_with_what_to_recheck():
 def test_every_patch_reports_its_state():
     assert set(bentoml_patches.report()) == {
         "batching_wait",
+        "bound_api_methods",
         "bulk_bypass",
         "form_body",
         "json_body",
@@ -99,6 +103,34 @@ async def _bulk_waits_for_the_batch_in_flight(dispatcher_class: type) -> bool:
     assert await bulk == 500
     dispatcher.shutdown()
     return not done
+
+
+class _Scorer:
+    @bentoml.api
+    def score(self, x: float) -> float:
+        return x
+
+
+def test_canary_upstream_api_methods_are_rebound_on_every_access():
+    """BentoML's APIMethod builds a new wrapper (a signature, functools.wraps) per lookup, and
+    the server looks each up twice per request. When two lookups give the same object, drop
+    bound_api_methods.py."""
+    instance = _Scorer()
+    instance.__self_proxy__ = None  # as before the server sets the instance up
+    method = _Scorer.__dict__["score"]
+    first, second = UPSTREAM_GET(method, instance, _Scorer), UPSTREAM_GET(method, instance, _Scorer)
+    assert first is not second, "upstream binds API methods once now: drop bound_api_methods.py"
+
+
+def test_patched_api_methods_are_bound_once_after_the_server_set_the_instance_up():
+    instance = _Scorer()
+    assert bound_api_methods._get_once(_Scorer.__dict__["score"], instance, _Scorer) is not (
+        bound_api_methods._get_once(_Scorer.__dict__["score"], instance, _Scorer)
+    )  # before: nothing kept, the proxy does not exist yet
+    instance.__self_proxy__ = SimpleNamespace(score=lambda x: x)  # BentoML's proxy, stood in for
+    first = bound_api_methods._get_once(_Scorer.__dict__["score"], instance, _Scorer)
+    assert vars(instance)["score"] is first
+    assert first.local(2.0) == 2.0
 
 
 def test_canary_upstream_dispatcher_still_queues_a_bulk_request_behind_the_batch_in_flight():

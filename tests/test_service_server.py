@@ -387,6 +387,19 @@ def test_every_batching_dispatcher_in_the_server_uses_the_bounded_wait(server):
     assert report["request_timeout"]["active"], report
 
 
+def test_the_scoring_api_methods_are_bound_once_in_the_server(server, demo_rows):
+    host, port = server.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)  # one worker answers
+    body = json.dumps({"applications": demo_rows[:1]}).encode()
+    connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
+    assert connection.getresponse().read()
+    connection.request("GET", "/version")
+    report = json.loads(connection.getresponse().read())["bentoml_patches"]["bound_api_methods"]
+    connection.close()
+    assert report["active"], report
+    assert "predict" in report["bound_once"], report
+
+
 def test_a_bulk_request_is_parsed_and_scored_in_the_low_priority_lane_beside_the_queue(
     server, production_model, demo_rows
 ):

@@ -20,6 +20,7 @@ from packaging.version import Version
 
 from scoring.bentoml_patches import (
     batching_wait,
+    bound_api_methods,
     bulk_bypass,
     form_body,
     json_body,
@@ -37,6 +38,7 @@ SUPPORTED_BENTOML = SpecifierSet("==1.4.39")
 # name -> what reports, in the running process, whether the patch took effect there.
 _REPORTS: dict[str, Callable[[], dict[str, Any]]] = {
     "batching_wait": batching_wait.report,
+    "bound_api_methods": bound_api_methods.report,
     "bulk_bypass": bulk_bypass.report,
     "form_body": form_body.report,
     "json_body": json_body.report,
@@ -71,6 +73,7 @@ def install(
     more off the event loop."""
     check_version()
     batching_wait.install()
+    bound_api_methods.install()
     bulk_bypass.install(bulk_rows)
     form_body.install()
     json_body.install(offload, offload_bytes)
