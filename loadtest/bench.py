@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from loadtest import mlserver_peer
 from loadtest.memory import ServerMemory, server_memory
 from loadtest.payloads import application_records, compact_table
 from loadtest.processes import ROOT, free_port, running
@@ -42,6 +43,7 @@ BATCH_ROWS = 500
 BATCH_CLIENTS = 4
 OVERLOAD_CLIENTS = 256
 BOOSTER_VARIANT = "this service, Booster (no --compile)"
+MLSERVER = "MLServer 1.7.1, LightGBM runtime"
 # The service's worker count by default (one per CPU); the like-for-like floor runs as many
 # processes, each on its own SO_REUSEPORT socket, scoring with the same compiled forest.
 SERVICE_WORKERS = Settings.from_env({}).worker_count()
@@ -336,6 +338,10 @@ def servers(
             timeout_s=180,
         ), f"http://127.0.0.1:{port}/invocations"
 
+    def mlserver():
+        config = mlserver_peer.prepare(Path(model_file), SERVICE_WORKERS, logs / "mlserver")
+        return mlserver_peer.serve(config), config.infer_url
+
     return {
         "this service": bento("service:CreditScoring", "service", tags["compiled"]),
         BOOSTER_VARIANT: bento("service:CreditScoring", "service-booster", tags["booster"]),
@@ -343,6 +349,7 @@ def servers(
         EQUAL_FLOOR: floor(workers=SERVICE_WORKERS, compiled=True),
         "BentoML default": bento("loadtest.bentoml_default_service:Default", "default"),
         "mlflow models serve": mlflow_serve,
+        MLSERVER: mlserver,
     }
 
 
@@ -397,6 +404,23 @@ def main() -> int:
             ),
         ),
     }
+    import lightgbm as lgb
+
+    from loadtest.model_rows import RowEncoder
+
+    encode = RowEncoder(lgb.Booster(model_file=model_file)).matrix
+    bodies["mlserver"] = (
+        write_bodies(
+            work / "v2-one.jsonl", [mlserver_peer.v2_request(encode([r])) for r in records[:500]]
+        ),
+        write_bodies(
+            work / "v2-batch.jsonl",
+            [
+                mlserver_peer.v2_request(encode(records[i : i + BATCH_ROWS]))
+                for i in range(0, 1500, BATCH_ROWS)
+            ],
+        ),
+    )
     compact = write_bodies(
         work / "compact.jsonl",
         [compact_body(records[i : i + BATCH_ROWS]) for i in range(0, 1500, BATCH_ROWS)],
@@ -407,8 +431,14 @@ def main() -> int:
     for name, start in servers(env, model_file, tags, work).items():
         if name in args.skip:
             continue
-        one, batch = bodies["mlflow" if name.startswith("mlflow") else "predict"]
-        manager, url = start()
+        one, batch = bodies[
+            "mlflow" if name.startswith("mlflow") else "mlserver" if name == MLSERVER else "predict"
+        ]
+        try:
+            manager, url = start()
+        except mlserver_peer.PeerNotInstallableError as missing:
+            print(f"-- {name}: skipped, {missing}", flush=True)
+            continue
         with manager as process:
             print(f"-- {name}: {url}", flush=True)
             wrk(url, one, 8, 2, 1)  # warm-up: JIT-free Python still warms caches and batching
@@ -503,6 +533,7 @@ def render(
             (EQUAL_FLOOR, "≥ 0.8 (like for like)"),
             ("BentoML default", "≥ 5"),
             ("mlflow models serve", "–"),
+            (MLSERVER, "> 1 (ahead)"),
         ):
             theirs = find(other, "1 row x 32 clients")
             if ours and theirs and theirs.requests_per_s:
