@@ -54,6 +54,13 @@ def parse_args(argv: list[str] | None) -> ImportRequest:
         help="also store the forest compiled to x86-64 machine code (lleaves; ~1 min for 968 "
         "trees): the service then scores ~4x faster, with the same probabilities",
     )
+    parser.add_argument(
+        "--reason-codes",
+        type=Path,
+        metavar="FILE",
+        help="reason-code table (YAML) for rejections; default: the run's reason_codes.yaml "
+        "artifact, else reasons fall back to feature names",
+    )
     parser.add_argument("--dry-run", action="store_true", help="show candidates, write nothing")
     args = parser.parse_args(argv)
     if args.tag and "=" not in args.tag:
@@ -74,6 +81,7 @@ def parse_args(argv: list[str] | None) -> ImportRequest:
         timeout_s=args.timeout,
         compile=args.compile,
         dry_run=args.dry_run,
+        reason_codes=args.reason_codes,
     )
 
 
@@ -111,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         return refusal.exit_code
     report = "\n".join(outcome.considered) if request.dry_run else outcome.summary
     print(redact_text(report, secrets))
+    for warning in outcome.warnings:
+        print(redact_text(f"import_model: warning: {warning}", secrets), file=sys.stderr)
     return 0
 
 

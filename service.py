@@ -3,6 +3,8 @@
 POST /predict          applications as feature records, adaptive batching
 POST /predict_compact  the same, as {"columns": [...], "data": [[...], ...]}
 POST /predict_file     a CSV or Parquet file of applications, returned scored
+POST /predict_with_reasons, /predict_compact_with_reasons
+                       the same, and for each rejection its reasons (reason-code table)
 POST /explain          per-feature TreeSHAP contributions, top-k by magnitude
 GET  /version          which run, threshold and build is serving
 GET  /livez /readyz /metrics   BentoML's probes and Prometheus metrics
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import json
 import logging
 import os
 from pathlib import Path
@@ -37,6 +40,7 @@ from scoring.serving.files import UploadedApplications, read_applications_file
 from scoring.serving.image import IMAGE
 from scoring.serving.metrics import count_unseen_category, record
 from scoring.serving.model import ServedModel
+from scoring.serving.reasons import Reason, load_plan
 from scoring.serving.request_guard import install_request_guard
 from scoring.serving.startup import prepare_service
 from scoring.serving.version import VERSION, version_app
@@ -56,6 +60,8 @@ batched_api = functools.partial(
     max_batch_size=SETTINGS.max_batch_size,
     max_latency_ms=SETTINGS.max_latency_ms,
 )
+# The reasons routes batch too, under a latency bound that fits TreeSHAP's cost.
+reasons_api = functools.partial(batched_api, max_latency_ms=SETTINGS.reasons_max_latency_ms)
 # Batches below this are scored on the event loop, larger ones in a thread; a request this big
 # skips the batching queue (scoring/bentoml_patches/bulk_bypass.py).
 INLINE_ROWS = SETTINGS.bulk_rows
@@ -105,6 +111,15 @@ class Prediction(BaseModel):
     model: str = Field(..., description="Bento model tag that scored this application")
 
 
+class PredictionWithReasons(Prediction):
+    reasons: list[Reason] | None = Field(
+        ..., description="why it was rejected, main reason first; null when approved"
+    )
+    reason_source: str | None = Field(
+        ..., description="the reason-code table (source, hash) or the feature-name fallback"
+    )
+
+
 class Contribution(BaseModel):
     feature: str
     value: float | str | bool | None = Field(
@@ -149,6 +164,8 @@ class CreditScoring:
         # Scoring goes through the compiled forest when the import stored one, else through the
         # booster; /explain always uses the booster.
         self.booster, self.scorer = self.model.booster, self.model.scorer
+        # Its file's checksum was verified with the model's.
+        self.reason_plan = load_plan(Path(self.bento_model.path), self.model.metadata, SPEC.names)
         # Move start-up objects (model, schema, libraries) out of the collector's reach: full
         # collections then scan only request garbage, which cut p99 spikes under load.
         gc.collect()
@@ -192,6 +209,7 @@ class CreditScoring:
             "lightgbm_threads": threads,
             "predictor": self.model.predictor,
             "features": len(SPEC.names),
+            "reason_codes": self.reason_plan.describe(SETTINGS.reason_count),
             # Which process answered: with several workers, each serves its own connections.
             "worker": {
                 "index": bentoml.server_context.worker_index,
@@ -250,6 +268,45 @@ class CreditScoring:
         """The same scoring, for heavy clients: column names once, then rows of values."""
         return await self._score(table)
 
+    def _reasons(self, rows: np.ndarray) -> list[list[Reason]]:
+        """TreeSHAP from the booster the compiled forest was built from and checked against."""
+        contributions = self.booster.predict(rows, pred_contrib=True, **self.predict_params)
+        return self.reason_plan.explain(rows, contributions, SPEC, SETTINGS.reason_count)
+
+    async def _decide_with_reasons(self, rows: np.ndarray) -> list[PredictionWithReasons]:
+        predictions = await self._score(rows)
+        rejected = [i for i, p in enumerate(predictions) if p.decision == "reject"]
+        # TreeSHAP costs far more than scoring: in a thread (LightGBM releases the GIL), so the
+        # event loop keeps serving, and only for the rejected rows; a bulk request's in the
+        # bulk lane, behind the worker's other bulk work.
+        off_the_loop = in_bulk_lane if len(rows) >= SETTINGS.bulk_rows else asyncio.to_thread
+        explained = await off_the_loop(self._reasons, rows[rejected]) if rejected else []
+        reasons: list[list[Reason] | None] = [None] * len(predictions)
+        for index, found in zip(rejected, explained, strict=True):
+            reasons[index] = found
+        source = self.reason_plan.answer_source
+        return [
+            PredictionWithReasons(
+                **p.__dict__, reasons=r, reason_source=None if r is None else source
+            )
+            for p, r in zip(predictions, reasons, strict=True)
+        ]
+
+    @reasons_api(route="/predict_with_reasons")
+    async def predict_with_reasons(
+        self, applications: Applications
+    ) -> Annotated[list[PredictionWithReasons], JSON_RESPONSE]:
+        """Score applications as /predict does; each rejection also says why: its main reasons
+        from the model's reason-code table (TreeSHAP contributions, protected features never)."""
+        return await self._decide_with_reasons(applications)
+
+    @reasons_api(route="/predict_compact_with_reasons")
+    async def predict_compact_with_reasons(
+        self, table: CompactApplications
+    ) -> Annotated[list[PredictionWithReasons], JSON_RESPONSE]:
+        """The compact form of /predict_with_reasons."""
+        return await self._decide_with_reasons(table)
+
     @bentoml.api(route="/explain")
     def explain(
         self, applications: Applications, top_k: Annotated[int, Field(ge=1, le=200)] = 5
@@ -278,14 +335,24 @@ class CreditScoring:
         return explanations
 
     @bentoml.api(route="/predict_file")
-    def predict_file(self, file: ApplicationsFile, ctx: bentoml.Context) -> Path:
+    def predict_file(
+        self,
+        file: ApplicationsFile,
+        ctx: bentoml.Context,
+        reasons: Annotated[
+            bool, Field(description="true: a `reasons` column, JSON per rejected row")
+        ] = False,
+    ) -> Path:
         """Score a CSV or Parquet file of applications; the same format comes back with
-        `probability_of_default` and `decision` columns added."""
+        `probability_of_default` and `decision` columns added (and `reasons` if asked)."""
         probabilities = self.scorer.predict(file.matrix, **self.predict_params)
         frame = file.frame.assign(
             probability_of_default=probabilities,
             decision=[d.decision for d in self._decide(probabilities)],
         )
+        if reasons:
+            decisions = frame["decision"].tolist()
+            frame = frame.assign(reasons=self._reason_column(file.matrix, decisions))
         # BentoML's per-request folder: emptied once the response has been sent.
         out = Path(ctx.temp_dir) / f"scored{file.suffix}"
         if file.suffix == ".parquet":
@@ -293,6 +360,16 @@ class CreditScoring:
         else:
             frame.to_csv(out, index=False)
         return out
+
+    def _reason_column(self, matrix: np.ndarray, decisions: list[str]) -> list[str | None]:
+        """Each rejected row's reasons as JSON text, as /predict_with_reasons gives them;
+        empty (null) for approved rows."""
+        rejected = [i for i, d in enumerate(decisions) if d == "reject"]
+        column: list[str | None] = [None] * len(decisions)
+        explained = self._reasons(matrix[rejected]) if rejected else []
+        for index, found in zip(rejected, explained, strict=True):
+            column[index] = json.dumps([reason.model_dump() for reason in found])
+        return column
 
 
 def _bento_tag() -> str:

@@ -28,6 +28,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from demo_store.data import CATEGORICAL_COLUMNS, INTEGER_COLUMNS, make_applications
+from demo_store.reason_codes import reason_codes_yaml
+from scoring.stored_model.reason_codes import REASON_CODES_FILE
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +172,10 @@ def log_production_candidate(
     tags: dict[str, str] | None = None,
     registered_model_name: str | None = None,
     threshold_param: str = "decision_threshold",
+    reason_codes: str | None = None,
 ) -> LoggedCandidate:
-    """Log a complete production candidate into the active experiment."""
+    """Log a complete production candidate into the active experiment (with `reason_codes`,
+    the reason-code table's YAML text, as the run artifact the importer looks for)."""
     probability = model.predict_proba(valid_x)[:, 1]
     analysis = threshold_analysis(valid_y.to_numpy(), probability)
     best = min(analysis, key=lambda row: row["cost"])
@@ -190,6 +194,8 @@ def log_production_candidate(
             }
         )
         mlflow.log_dict({"costs": analysis, "chosen": best}, "threshold_analysis.json")
+        if reason_codes is not None:
+            mlflow.log_text(reason_codes, REASON_CODES_FILE)
         importance = pd.DataFrame(
             {"feature": valid_x.columns, "gain": model.booster_.feature_importance("gain")}
         ).sort_values("gain", ascending=False)
@@ -289,6 +295,7 @@ def build_demo_store(
         run_name="production_lightgbm",
         tags={"stage": "production", "model_type": "LightGBM"},
         registered_model_name=REGISTERED_MODEL,
+        reason_codes=reason_codes_yaml(list(valid_x.columns)),
     )
     client = MlflowClient()
     version = client.search_model_versions(

@@ -59,6 +59,14 @@ class ThresholdProblem(
     pass
 
 
+class ReasonTableProblem(
+    ImportRefused,
+    exit_code=9,
+    meaning="reason-code table unreadable or not fitting the model",
+):
+    pass
+
+
 REFUSALS: tuple[type[ImportRefused], ...] = (
     TrackingUnreachable,
     NoProductionModel,
@@ -66,6 +74,7 @@ REFUSALS: tuple[type[ImportRefused], ...] = (
     BrokenRun,
     UnservableModel,
     ThresholdProblem,
+    ReasonTableProblem,
 )
 
 

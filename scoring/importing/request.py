@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 DEFAULT_MODEL_NAME = "credit_scoring"
 DEFAULT_ALIAS = "production"
@@ -30,3 +31,5 @@ class ImportRequest:
     compile: bool = False
     """Also store the forest compiled to machine code."""
     dry_run: bool = False
+    reason_codes: Path | None = None
+    """Reason-code table file; wins over the run's reason_codes.yaml artifact."""

@@ -15,10 +15,12 @@ from scoring.importing import resolve
 from scoring.importing import store as bento_store
 from scoring.importing.errors import ImportRefused
 from scoring.importing.model_checks import CheckedModel, check_model, download_model
+from scoring.importing.reason_table import FoundTable, find_reason_table, warnings_for
 from scoring.importing.redact import redact_uri
 from scoring.importing.request import DEFAULT_ALIAS, ImportRequest
 from scoring.importing.threshold import Threshold, choose_threshold, threshold_sources
 from scoring.stored_model.provenance import Provenance
+from scoring.stored_model.reason_codes import REASON_CODES_FILE, REASON_CODES_KEY
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class Outcome:
     """The Bento model written or reused; empty for a dry run."""
     reused: bool = False
     summary: str = ""
+    warnings: tuple[str, ...] = ()
+    """One line each, for stderr: the import went ahead, but someone should know."""
 
 
 def _candidates(request: ImportRequest) -> list[resolve.Candidate]:
@@ -114,7 +118,9 @@ def _metadata(servable: Servable, redacted_uri: str) -> dict:
     }
 
 
-def save_to_store(servable: Servable, request: ImportRequest) -> tuple[str, bool]:
+def save_to_store(
+    servable: Servable, request: ImportRequest, reasons: FoundTable | None = None
+) -> tuple[str, bool]:
     """Return (tag, reused): an identical earlier import is reused, not written again."""
     candidate = servable.candidate
     tag = bento_store.bento_tag(
@@ -123,6 +129,7 @@ def save_to_store(servable: Servable, request: ImportRequest) -> tuple[str, bool
         servable.threshold.value,
         candidate.model_version,
         compiled=request.compile,
+        reason_codes_sha256=reasons.sha256 if reasons else "",
     )
     if bento_store.existing(tag) is not None:
         return tag, True
@@ -136,12 +143,17 @@ def save_to_store(servable: Servable, request: ImportRequest) -> tuple[str, bool
         model_version=candidate.model_version,
         model_alias=candidate.model_alias,
     )
+    reason_codes = {"source": reasons.source, "sha256": reasons.sha256} if reasons else {}
     bento_store.save_booster(
         tag,
         servable.model.booster,
-        provenance.to_labels(),
-        _metadata(servable, redact_uri(request.tracking_uri)),
+        {**provenance.to_labels(), "reason_codes": reasons.sha256[:12] if reasons else "none"},
+        {
+            **_metadata(servable, redact_uri(request.tracking_uri)),
+            REASON_CODES_KEY: reason_codes or {"source": "none"},
+        },
         compile_forest=request.compile,
+        files={REASON_CODES_FILE: reasons.content} if reasons else {},
     )
     return tag, False
 
@@ -152,9 +164,18 @@ def import_model(request: ImportRequest) -> Outcome:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="import-model-") as scratch:
         chosen, considered = find_servable(request, Path(scratch))
+        features = [column.name for column in chosen.model.features]
+        reasons = find_reason_table(
+            request.reason_codes,
+            chosen.candidate.run_id,
+            request.tracking_uri,
+            features,
+            Path(scratch),
+        )
+        warnings = tuple(warnings_for(reasons, features))
         if request.dry_run:
-            return Outcome(considered)
-        tag, reused = save_to_store(chosen, request)
+            return Outcome(considered, warnings=warnings)
+        tag, reused = save_to_store(chosen, request, reasons)
     verb = "already in the Bento store, reused" if reused else "imported"
     c = chosen.candidate
     return Outcome(
@@ -164,4 +185,5 @@ def import_model(request: ImportRequest) -> Outcome:
         f"{verb} {tag}: {c.describe()}, threshold {chosen.threshold.value:g} "
         f"({chosen.threshold.source}){', with the compiled forest' if request.compile else ''} "
         f"in {time.perf_counter() - started:.1f} s",
+        warnings,
     )

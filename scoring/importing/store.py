@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,17 @@ from scoring.stored_model.layout import BOOSTER_FILE, CHECKSUMS_KEY, COMPILED_FI
 
 
 def bento_tag(
-    name: str, model_uri: str, threshold: float, model_version: str, compiled: bool = False
+    name: str,
+    model_uri: str,
+    threshold: float,
+    model_version: str,
+    compiled: bool = False,
+    reason_codes_sha256: str = "",
 ) -> str:
     """Deterministic, so importing the same model version with the same threshold (and the same
-    choice of compiling) is a no-op."""
+    choice of compiling, and the same reason-code table) is a no-op."""
     key = f"{model_uri}|{threshold!r}" + (f"|{compiled_forest.TARGET_CPU}" if compiled else "")
+    key += f"|reasons={reason_codes_sha256}" if reason_codes_sha256 else ""
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     prefix = f"v{model_version}" if model_version else "run"
     return f"{name}:{prefix}-{digest}"
@@ -39,10 +46,12 @@ def save_booster(
     labels: dict[str, str],
     metadata: dict[str, Any],
     compile_forest: bool = False,
+    files: Mapping[str, bytes] | None = None,
 ) -> bentoml.Model:
     """BentoML writes into a temporary folder and moves it into the store only on success,
     so an interrupted import (or a compiled forest that disagrees with the booster) leaves no
-    half-written model behind."""
+    half-written model behind. `files`: further files by name (the reason-code table), stored
+    and checksummed like the booster."""
     labels = {**labels, "compiled_forest": compiled_forest.TARGET_CPU if compile_forest else "no"}
     if compile_forest:
         metadata = {**metadata, "compiled_forest": compiled_forest.metadata()}
@@ -51,8 +60,12 @@ def save_booster(
         booster.save_model(booster_file)
         if compile_forest:
             _compile_and_check(booster_file, Path(model.path_of(COMPILED_FILE)))
+        for name, content in (files or {}).items():
+            Path(model.path_of(name)).write_bytes(content)
         written = [
-            name for name in (BOOSTER_FILE, COMPILED_FILE) if Path(model.path_of(name)).exists()
+            name
+            for name in (BOOSTER_FILE, COMPILED_FILE, *(files or {}))
+            if Path(model.path_of(name)).exists()
         ]
         model.info.metadata[CHECKSUMS_KEY] = {
             name: file_sha256(Path(model.path_of(name))) for name in written

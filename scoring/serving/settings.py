@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     """true = OpenTelemetry spans for the scoring routes too (costly; see README)."""
     access_log: bool = False
     """true = one log line per request (BentoML's access log); off by default for speed."""
+    reasons_max_latency_ms: int = Field(2000, ge=1)
+    """Adaptive batching latency bound of the *_with_reasons routes: their TreeSHAP costs
+    tens of times the scoring, so /predict's bound would shed them with 503 under load."""
+    reason_count: int = Field(4, ge=1)
+    """Reasons given per rejected application (the *_with_reasons routes, file scoring with
+    `reasons`); at most the model's number of distinct reportable codes."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
