@@ -34,6 +34,7 @@ from loadtest import mlserver_peer
 from loadtest.memory import ServerMemory, server_memory
 from loadtest.payloads import application_records, compact_table
 from loadtest.processes import ROOT, free_port, running
+from loadtest.reasons_cost import reasons_cost
 from scoring.serving.settings import Settings
 from scoring.stored_model.layout import COMPILED_FILE
 
@@ -110,6 +111,7 @@ def wrk(
     rows: int,
     count_status: bool = False,
     delay_ms: int = 0,
+    timeout_s: int = 5,
 ) -> dict:
     script = BUILD / "bench.lua"
     script.write_text(WRK_SCRIPT)
@@ -121,7 +123,7 @@ def wrk(
             f"-c{clients}",
             f"-d{round(duration)}s",
             "--timeout",
-            "5s",
+            f"{timeout_s}s",
             "-s",
             str(script),
             f"http://{host}",
@@ -463,6 +465,10 @@ def main() -> int:
                 for measurement in mixed_load(name, url, one, bulk, args.duration):
                     results.append(measurement)
                     print(f"   {measurement}", flush=True)
+                for measurement in reasons_cost(
+                    url.removesuffix("/predict"), work / "reasons", args.duration
+                ):
+                    results.append(measurement)
                 overload_report = overload(url, one, args.duration)
                 print(f"   overload: {overload_report}", flush=True)
     # Measured before and after the servers; the higher figure makes the stricter ratio.

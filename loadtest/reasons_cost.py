@@ -85,7 +85,8 @@ def reasons_cost(
     wrk(f"{base_url}/predict_with_reasons", natural[0], 8, 2, 1)  # warm-up
     for route, mix, (one, batch) in loads:
         for rows, clients, path in ((1, SINGLE_CLIENTS, one), (BATCH_ROWS, BATCH_CLIENTS, batch)):
-            stats = wrk(f"{base_url}{route}", path, clients, duration, rows)
+            # TreeSHAP on a big model takes seconds for 500 rejected rows: wait for the answer.
+            stats = wrk(f"{base_url}{route}", path, clients, duration, rows, timeout_s=60)
             load = f"{route}, {rows} row{'s' if rows > 1 else ''} x {clients} clients, {mix}"
             results.append(Measurement(name, load, **stats))
             print(f"   {results[-1]}", flush=True)
