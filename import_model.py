@@ -54,6 +54,13 @@ def parse_args(argv: list[str] | None) -> ImportRequest:
         help="also store the forest compiled to x86-64 machine code (lleaves; ~1 min for 968 "
         "trees): the service then scores ~4x faster, with the same probabilities",
     )
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        metavar="FILE",
+        help="drift reference: training rows with the model's features (CSV or Parquet); "
+        "default: the run's reference_sample.parquet (or .csv) artifact",
+    )
     parser.add_argument("--dry-run", action="store_true", help="show candidates, write nothing")
     args = parser.parse_args(argv)
     if args.tag and "=" not in args.tag:
@@ -74,6 +81,7 @@ def parse_args(argv: list[str] | None) -> ImportRequest:
         timeout_s=args.timeout,
         compile=args.compile,
         dry_run=args.dry_run,
+        reference=args.reference,
     )
 
 
@@ -109,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         message = f"import_model: refused ({type(refusal).__name__}): {refusal}"
         print(redact_text(message, secrets), file=sys.stderr)
         return refusal.exit_code
+    for warning in outcome.warnings:
+        print(redact_text(f"import_model: warning: {warning}", secrets), file=sys.stderr)
     report = "\n".join(outcome.considered) if request.dry_run else outcome.summary
     print(redact_text(report, secrets))
     return 0

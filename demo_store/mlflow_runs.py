@@ -28,6 +28,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from demo_store.data import CATEGORICAL_COLUMNS, INTEGER_COLUMNS, make_applications
+from scoring.importing.reference import REFERENCE_ARTIFACTS
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,10 @@ COST_FALSE_NEGATIVE = 10
 COST_FALSE_POSITIVE = 1
 
 REGISTERED_MODEL = "credit_scoring"
+# The drift reference the import looks for: training rows, a few thousand being enough for
+# decile shares to within about a point.
+REFERENCE_SAMPLE_ARTIFACT = REFERENCE_ARTIFACTS[0]
+REFERENCE_SAMPLE_ROWS = 5000
 PRODUCTION_ALIAS = "production"
 PRODUCTION_EXPERIMENT = "credit_scoring_production"
 
@@ -170,8 +175,10 @@ def log_production_candidate(
     tags: dict[str, str] | None = None,
     registered_model_name: str | None = None,
     threshold_param: str = "decision_threshold",
+    reference: pd.DataFrame | None = None,
 ) -> LoggedCandidate:
-    """Log a complete production candidate into the active experiment."""
+    """Log a complete production candidate into the active experiment; `reference` (training
+    rows) is logged as the drift reference the import captures (reference_sample.parquet)."""
     probability = model.predict_proba(valid_x)[:, 1]
     analysis = threshold_analysis(valid_y.to_numpy(), probability)
     best = min(analysis, key=lambda row: row["cost"])
@@ -197,6 +204,10 @@ def log_production_candidate(
             path = Path(scratch) / "feature_importance.csv"
             importance.to_csv(path, index=False)
             mlflow.log_artifact(str(path))
+            if reference is not None:
+                sample = Path(scratch) / REFERENCE_SAMPLE_ARTIFACT
+                reference.to_parquet(sample, index=False)
+                mlflow.log_artifact(str(sample))
         example = valid_x.head(3)
         info = mlflow.lightgbm.log_model(
             model,
@@ -289,6 +300,7 @@ def build_demo_store(
         run_name="production_lightgbm",
         tags={"stage": "production", "model_type": "LightGBM"},
         registered_model_name=REGISTERED_MODEL,
+        reference=train_x.sample(min(REFERENCE_SAMPLE_ROWS, len(train_x)), random_state=seed),
     )
     client = MlflowClient()
     version = client.search_model_versions(

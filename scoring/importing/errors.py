@@ -59,6 +59,14 @@ class ThresholdProblem(
     pass
 
 
+class ReferenceProblem(
+    ImportRefused,
+    exit_code=10,
+    meaning="drift reference sample unreadable, or missing the model's features",
+):
+    pass
+
+
 REFUSALS: tuple[type[ImportRefused], ...] = (
     TrackingUnreachable,
     NoProductionModel,
@@ -66,6 +74,7 @@ REFUSALS: tuple[type[ImportRefused], ...] = (
     BrokenRun,
     UnservableModel,
     ThresholdProblem,
+    ReferenceProblem,
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 DEFAULT_MODEL_NAME = "credit_scoring"
 DEFAULT_ALIAS = "production"
@@ -30,3 +31,5 @@ class ImportRequest:
     compile: bool = False
     """Also store the forest compiled to machine code."""
     dry_run: bool = False
+    reference: Path | None = None
+    """Drift reference sample (CSV or Parquet); wins over the run's reference_sample artifact."""

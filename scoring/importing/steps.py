@@ -16,8 +16,10 @@ from scoring.importing import store as bento_store
 from scoring.importing.errors import ImportRefused
 from scoring.importing.model_checks import CheckedModel, check_model, download_model
 from scoring.importing.redact import redact_uri
+from scoring.importing.reference import NO_REFERENCE, drift_reference, run_reference_sample
 from scoring.importing.request import DEFAULT_ALIAS, ImportRequest
 from scoring.importing.threshold import Threshold, choose_threshold, threshold_sources
+from scoring.stored_model.drift_reference import DriftReference
 from scoring.stored_model.provenance import Provenance
 
 
@@ -36,6 +38,8 @@ class Outcome:
     """The Bento model written or reused; empty for a dry run."""
     reused: bool = False
     summary: str = ""
+    warnings: tuple[str, ...] = ()
+    """Printed on stderr by the CLI; the import still succeeded."""
 
 
 def _candidates(request: ImportRequest) -> list[resolve.Candidate]:
@@ -114,7 +118,9 @@ def _metadata(servable: Servable, redacted_uri: str) -> dict:
     }
 
 
-def save_to_store(servable: Servable, request: ImportRequest) -> tuple[str, bool]:
+def save_to_store(
+    servable: Servable, request: ImportRequest, reference: DriftReference | None = None
+) -> tuple[str, bool]:
     """Return (tag, reused): an identical earlier import is reused, not written again."""
     candidate = servable.candidate
     tag = bento_store.bento_tag(
@@ -123,6 +129,7 @@ def save_to_store(servable: Servable, request: ImportRequest) -> tuple[str, bool
         servable.threshold.value,
         candidate.model_version,
         compiled=request.compile,
+        reference_sha256=reference.sample_sha256 if reference else "",
     )
     if bento_store.existing(tag) is not None:
         return tag, True
@@ -142,8 +149,27 @@ def save_to_store(servable: Servable, request: ImportRequest) -> tuple[str, bool
         provenance.to_labels(),
         _metadata(servable, redact_uri(request.tracking_uri)),
         compile_forest=request.compile,
+        drift_reference=reference.to_json() if reference else None,
     )
     return tag, False
+
+
+def find_reference(
+    servable: Servable, request: ImportRequest, scratch: Path
+) -> DriftReference | None:
+    """The drift reference: --reference, else the run's logged sample, else None."""
+    if request.reference is not None:
+        sample, source = request.reference, f"--reference {request.reference.name}"
+    else:
+        destination = scratch / "reference"
+        destination.mkdir(exist_ok=True)
+        run_id = servable.candidate.run_id
+        sample = run_reference_sample(run_id, request.tracking_uri, destination)
+        if sample is None:
+            return None
+        source = f"runs:/{run_id}/{sample.name}"
+    model = servable.model
+    return drift_reference(sample, source, model.booster, model.features, servable.threshold.value)
 
 
 def import_model(request: ImportRequest) -> Outcome:
@@ -154,7 +180,8 @@ def import_model(request: ImportRequest) -> Outcome:
         chosen, considered = find_servable(request, Path(scratch))
         if request.dry_run:
             return Outcome(considered)
-        tag, reused = save_to_store(chosen, request)
+        reference = find_reference(chosen, request, Path(scratch))
+        tag, reused = save_to_store(chosen, request, reference)
     verb = "already in the Bento store, reused" if reused else "imported"
     c = chosen.candidate
     return Outcome(
@@ -164,4 +191,5 @@ def import_model(request: ImportRequest) -> Outcome:
         f"{verb} {tag}: {c.describe()}, threshold {chosen.threshold.value:g} "
         f"({chosen.threshold.source}){', with the compiled forest' if request.compile else ''} "
         f"in {time.perf_counter() - started:.1f} s",
+        warnings=() if reference else (NO_REFERENCE,),
     )

@@ -12,15 +12,22 @@ from bentoml.exceptions import NotFound
 
 from scoring.importing.errors import UnservableModel
 from scoring.stored_model import compiled as compiled_forest
+from scoring.stored_model.drift_reference import DRIFT_REFERENCE_FILE
 from scoring.stored_model.layout import BOOSTER_FILE, CHECKSUMS_KEY, COMPILED_FILE, file_sha256
 
 
 def bento_tag(
-    name: str, model_uri: str, threshold: float, model_version: str, compiled: bool = False
+    name: str,
+    model_uri: str,
+    threshold: float,
+    model_version: str,
+    compiled: bool = False,
+    reference_sha256: str = "",
 ) -> str:
     """Deterministic, so importing the same model version with the same threshold (and the same
-    choice of compiling) is a no-op."""
+    choice of compiling, and the same drift reference sample) is a no-op."""
     key = f"{model_uri}|{threshold!r}" + (f"|{compiled_forest.TARGET_CPU}" if compiled else "")
+    key += f"|reference:{reference_sha256}" if reference_sha256 else ""
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     prefix = f"v{model_version}" if model_version else "run"
     return f"{name}:{prefix}-{digest}"
@@ -39,6 +46,7 @@ def save_booster(
     labels: dict[str, str],
     metadata: dict[str, Any],
     compile_forest: bool = False,
+    drift_reference: str | None = None,
 ) -> bentoml.Model:
     """BentoML writes into a temporary folder and moves it into the store only on success,
     so an interrupted import (or a compiled forest that disagrees with the booster) leaves no
@@ -51,8 +59,12 @@ def save_booster(
         booster.save_model(booster_file)
         if compile_forest:
             _compile_and_check(booster_file, Path(model.path_of(COMPILED_FILE)))
+        if drift_reference is not None:
+            Path(model.path_of(DRIFT_REFERENCE_FILE)).write_text(drift_reference)
         written = [
-            name for name in (BOOSTER_FILE, COMPILED_FILE) if Path(model.path_of(name)).exists()
+            name
+            for name in (BOOSTER_FILE, COMPILED_FILE, DRIFT_REFERENCE_FILE)
+            if Path(model.path_of(name)).exists()
         ]
         model.info.metadata[CHECKSUMS_KEY] = {
             name: file_sha256(Path(model.path_of(name))) for name in written

@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     """true = OpenTelemetry spans for the scoring routes too (costly; see README)."""
     access_log: bool = False
     """true = one log line per request (BentoML's access log); off by default for speed."""
+    monitoring_window_s: int = Field(300, ge=10)
+    """GET /monitoring: the window, in seconds, of this process's drift figures (PSI, rates)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
