@@ -61,6 +61,13 @@ def parse_args(argv: list[str] | None) -> ImportRequest:
         help="reason-code table (YAML) for rejections; default: the run's reason_codes.yaml "
         "artifact, else reasons fall back to feature names",
     )
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        metavar="FILE",
+        help="drift reference: training rows with the model's features (CSV or Parquet); "
+        "default: the run's reference_sample.parquet (or .csv) artifact",
+    )
     parser.add_argument("--dry-run", action="store_true", help="show candidates, write nothing")
     args = parser.parse_args(argv)
     if args.tag and "=" not in args.tag:
@@ -82,6 +89,7 @@ def parse_args(argv: list[str] | None) -> ImportRequest:
         compile=args.compile,
         dry_run=args.dry_run,
         reason_codes=args.reason_codes,
+        reference=args.reference,
     )
 
 
@@ -117,10 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         message = f"import_model: refused ({type(refusal).__name__}): {refusal}"
         print(redact_text(message, secrets), file=sys.stderr)
         return refusal.exit_code
-    report = "\n".join(outcome.considered) if request.dry_run else outcome.summary
-    print(redact_text(report, secrets))
     for warning in outcome.warnings:
         print(redact_text(f"import_model: warning: {warning}", secrets), file=sys.stderr)
+    report = "\n".join(outcome.considered) if request.dry_run else outcome.summary
+    print(redact_text(report, secrets))
     return 0
 
 

@@ -7,6 +7,7 @@ POST /predict_with_reasons, /predict_compact_with_reasons
                        the same, and for each rejection its reasons (reason-code table)
 POST /explain          per-feature TreeSHAP contributions, top-k by magnitude
 GET  /version          which run, threshold and build is serving
+GET  /monitoring       this worker's drift view: PSI per feature and score, approval rate
 GET  /livez /readyz /metrics   BentoML's probes and Prometheus metrics
 """
 
@@ -40,6 +41,9 @@ from scoring.serving.files import UploadedApplications, read_applications_file
 from scoring.serving.image import IMAGE
 from scoring.serving.metrics import count_unseen_category, record
 from scoring.serving.model import ServedModel
+from scoring.serving.monitoring import install as install_monitor
+from scoring.serving.monitoring import monitor_for
+from scoring.serving.monitoring import version_entry as monitoring_version
 from scoring.serving.reasons import Reason, load_plan
 from scoring.serving.request_guard import install_request_guard
 from scoring.serving.startup import prepare_service
@@ -166,6 +170,11 @@ class CreditScoring:
         self.booster, self.scorer = self.model.booster, self.model.scorer
         # Its file's checksum was verified with the model's.
         self.reason_plan = load_plan(Path(self.bento_model.path), self.model.metadata, SPEC.names)
+        # Drift against the reference stored with the model: the request path only appends.
+        self.monitor = monitor_for(
+            self.bento_model, SPEC.names, self.threshold, SETTINGS.monitoring_window_s
+        )
+        install_monitor(self.monitor)
         # Move start-up objects (model, schema, libraries) out of the collector's reach: full
         # collections then scan only request garbage, which cut p99 spikes under load.
         gc.collect()
@@ -210,6 +219,7 @@ class CreditScoring:
             "predictor": self.model.predictor,
             "features": len(SPEC.names),
             "reason_codes": self.reason_plan.describe(SETTINGS.reason_count),
+            "drift_monitoring": monitoring_version(self.monitor),
             # Which process answered: with several workers, each serves its own connections.
             "worker": {
                 "index": bentoml.server_context.worker_index,
@@ -228,8 +238,13 @@ class CreditScoring:
         # loop keeps reading the next requests meanwhile.
         if len(rows) < INLINE_ROWS:
             # One thread: for a few rows, waking OpenMP threads costs more than it saves.
-            return self.scorer.predict(rows, num_threads=1)
-        return await asyncio.to_thread(self.scorer.predict, rows, **self.predict_params)
+            probabilities = self.scorer.predict(rows, num_threads=1)
+        else:
+            probabilities = await asyncio.to_thread(
+                self.scorer.predict, rows, **self.predict_params
+            )
+        self.monitor.observe(rows, probabilities)
+        return probabilities
 
     async def _score(self, rows: np.ndarray) -> list[Prediction]:
         if len(rows) >= SETTINGS.bulk_rows:
@@ -346,6 +361,7 @@ class CreditScoring:
         """Score a CSV or Parquet file of applications; the same format comes back with
         `probability_of_default` and `decision` columns added (and `reasons` if asked)."""
         probabilities = self.scorer.predict(file.matrix, **self.predict_params)
+        self.monitor.observe(file.matrix, probabilities)
         frame = file.frame.assign(
             probability_of_default=probabilities,
             decision=[d.decision for d in self._decide(probabilities)],

@@ -29,6 +29,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from demo_store.data import CATEGORICAL_COLUMNS, INTEGER_COLUMNS, make_applications
 from demo_store.reason_codes import reason_codes_yaml
+from scoring.importing.reference import REFERENCE_ARTIFACTS
 from scoring.stored_model.reason_codes import REASON_CODES_FILE
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,10 @@ COST_FALSE_NEGATIVE = 10
 COST_FALSE_POSITIVE = 1
 
 REGISTERED_MODEL = "credit_scoring"
+# The drift reference the import looks for: training rows, a few thousand being enough for
+# decile shares to within about a point.
+REFERENCE_SAMPLE_ARTIFACT = REFERENCE_ARTIFACTS[0]
+REFERENCE_SAMPLE_ROWS = 5000
 PRODUCTION_ALIAS = "production"
 PRODUCTION_EXPERIMENT = "credit_scoring_production"
 
@@ -173,9 +178,11 @@ def log_production_candidate(
     registered_model_name: str | None = None,
     threshold_param: str = "decision_threshold",
     reason_codes: str | None = None,
+    reference: pd.DataFrame | None = None,
 ) -> LoggedCandidate:
-    """Log a complete production candidate into the active experiment (with `reason_codes`,
-    the reason-code table's YAML text, as the run artifact the importer looks for)."""
+    """Log a complete production candidate into the active experiment, with `reason_codes` (the
+    reason-code table's YAML text) and `reference` (training rows, the drift reference) as the
+    run artifacts the importer looks for."""
     probability = model.predict_proba(valid_x)[:, 1]
     analysis = threshold_analysis(valid_y.to_numpy(), probability)
     best = min(analysis, key=lambda row: row["cost"])
@@ -203,6 +210,10 @@ def log_production_candidate(
             path = Path(scratch) / "feature_importance.csv"
             importance.to_csv(path, index=False)
             mlflow.log_artifact(str(path))
+            if reference is not None:
+                sample = Path(scratch) / REFERENCE_SAMPLE_ARTIFACT
+                reference.to_parquet(sample, index=False)
+                mlflow.log_artifact(str(sample))
         example = valid_x.head(3)
         info = mlflow.lightgbm.log_model(
             model,
@@ -296,6 +307,7 @@ def build_demo_store(
         tags={"stage": "production", "model_type": "LightGBM"},
         registered_model_name=REGISTERED_MODEL,
         reason_codes=reason_codes_yaml(list(valid_x.columns)),
+        reference=train_x.sample(min(REFERENCE_SAMPLE_ROWS, len(train_x)), random_state=seed),
     )
     client = MlflowClient()
     version = client.search_model_versions(

@@ -9,6 +9,9 @@ bash env/setup.sh
 if [ "$(id -u)" = 0 ]; then
   (source env/containers.sh && install_container_tools) ||
     echo "env/test.sh: container tools not installed; the image tests will skip" >&2
+  # promtool and the Prometheus server, for the drift rules' tests.
+  (source env/prometheus.sh && install_prometheus) ||
+    echo "env/test.sh: prometheus not installed; the drift rules' tests will skip" >&2
 fi
 export BENTOML_DO_NOT_TRACK=true DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true
 .venv/bin/ruff check .

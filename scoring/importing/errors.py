@@ -67,6 +67,14 @@ class ReasonTableProblem(
     pass
 
 
+class ReferenceProblem(
+    ImportRefused,
+    exit_code=10,
+    meaning="drift reference sample unreadable, or missing the model's features",
+):
+    pass
+
+
 REFUSALS: tuple[type[ImportRefused], ...] = (
     TrackingUnreachable,
     NoProductionModel,
@@ -75,6 +83,7 @@ REFUSALS: tuple[type[ImportRefused], ...] = (
     UnservableModel,
     ThresholdProblem,
     ReasonTableProblem,
+    ReferenceProblem,
 )
 
 

@@ -33,3 +33,5 @@ class ImportRequest:
     dry_run: bool = False
     reason_codes: Path | None = None
     """Reason-code table file; wins over the run's reason_codes.yaml artifact."""
+    reference: Path | None = None
+    """Drift reference sample (CSV or Parquet); wins over the run's reference_sample artifact."""

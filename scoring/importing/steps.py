@@ -17,8 +17,10 @@ from scoring.importing.errors import ImportRefused
 from scoring.importing.model_checks import CheckedModel, check_model, download_model
 from scoring.importing.reason_table import FoundTable, find_reason_table, warnings_for
 from scoring.importing.redact import redact_uri
+from scoring.importing.reference import NO_REFERENCE, drift_reference, run_reference_sample
 from scoring.importing.request import DEFAULT_ALIAS, ImportRequest
 from scoring.importing.threshold import Threshold, choose_threshold, threshold_sources
+from scoring.stored_model.drift_reference import DRIFT_REFERENCE_FILE, DriftReference
 from scoring.stored_model.provenance import Provenance
 from scoring.stored_model.reason_codes import REASON_CODES_FILE, REASON_CODES_KEY
 
@@ -119,7 +121,10 @@ def _metadata(servable: Servable, redacted_uri: str) -> dict:
 
 
 def save_to_store(
-    servable: Servable, request: ImportRequest, reasons: FoundTable | None = None
+    servable: Servable,
+    request: ImportRequest,
+    reasons: FoundTable | None = None,
+    reference: DriftReference | None = None,
 ) -> tuple[str, bool]:
     """Return (tag, reused): an identical earlier import is reused, not written again."""
     candidate = servable.candidate
@@ -130,6 +135,7 @@ def save_to_store(
         candidate.model_version,
         compiled=request.compile,
         reason_codes_sha256=reasons.sha256 if reasons else "",
+        reference_sha256=reference.sample_sha256 if reference else "",
     )
     if bento_store.existing(tag) is not None:
         return tag, True
@@ -153,9 +159,30 @@ def save_to_store(
             REASON_CODES_KEY: reason_codes or {"source": "none"},
         },
         compile_forest=request.compile,
-        files={REASON_CODES_FILE: reasons.content} if reasons else {},
+        files={
+            **({REASON_CODES_FILE: reasons.content} if reasons else {}),
+            **({DRIFT_REFERENCE_FILE: reference.to_json().encode()} if reference else {}),
+        },
     )
     return tag, False
+
+
+def find_reference(
+    servable: Servable, request: ImportRequest, scratch: Path
+) -> DriftReference | None:
+    """The drift reference: --reference, else the run's logged sample, else None."""
+    if request.reference is not None:
+        sample, source = request.reference, f"--reference {request.reference.name}"
+    else:
+        destination = scratch / "reference"
+        destination.mkdir(exist_ok=True)
+        run_id = servable.candidate.run_id
+        sample = run_reference_sample(run_id, request.tracking_uri, destination)
+        if sample is None:
+            return None
+        source = f"runs:/{run_id}/{sample.name}"
+    model = servable.model
+    return drift_reference(sample, source, model.booster, model.features, servable.threshold.value)
 
 
 def import_model(request: ImportRequest) -> Outcome:
@@ -175,7 +202,10 @@ def import_model(request: ImportRequest) -> Outcome:
         warnings = tuple(warnings_for(reasons, features))
         if request.dry_run:
             return Outcome(considered, warnings=warnings)
-        tag, reused = save_to_store(chosen, request, reasons)
+        reference = find_reference(chosen, request, Path(scratch))
+        if reference is None:
+            warnings += (NO_REFERENCE,)
+        tag, reused = save_to_store(chosen, request, reasons, reference)
     verb = "already in the Bento store, reused" if reused else "imported"
     c = chosen.candidate
     return Outcome(

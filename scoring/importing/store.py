@@ -23,11 +23,14 @@ def bento_tag(
     model_version: str,
     compiled: bool = False,
     reason_codes_sha256: str = "",
+    reference_sha256: str = "",
 ) -> str:
     """Deterministic, so importing the same model version with the same threshold (and the same
-    choice of compiling, and the same reason-code table) is a no-op."""
+    choice of compiling, the same reason-code table and the same drift reference sample) is a
+    no-op."""
     key = f"{model_uri}|{threshold!r}" + (f"|{compiled_forest.TARGET_CPU}" if compiled else "")
     key += f"|reasons={reason_codes_sha256}" if reason_codes_sha256 else ""
+    key += f"|reference:{reference_sha256}" if reference_sha256 else ""
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     prefix = f"v{model_version}" if model_version else "run"
     return f"{name}:{prefix}-{digest}"
@@ -50,7 +53,8 @@ def save_booster(
 ) -> bentoml.Model:
     """BentoML writes into a temporary folder and moves it into the store only on success,
     so an interrupted import (or a compiled forest that disagrees with the booster) leaves no
-    half-written model behind. `files`: further files by name (the reason-code table), stored
+    half-written model behind. `files`: further files by name (the reason-code table, the drift
+    reference), stored
     and checksummed like the booster."""
     labels = {**labels, "compiled_forest": compiled_forest.TARGET_CPU if compile_forest else "no"}
     if compile_forest:

@@ -3,6 +3,8 @@ drifting score distribution shows up without reading logs."""
 
 from __future__ import annotations
 
+from collections import Counter as TallyCounter
+
 import numpy as np
 from prometheus_client import Counter, Histogram
 
@@ -35,5 +37,11 @@ UNSEEN_CATEGORIES = Counter(
 )
 
 
+# This process's own tally, for GET /monitoring's window (a Prometheus counter in multiprocess
+# mode is not meant to be read back).
+UNSEEN_SEEN: TallyCounter[str] = TallyCounter()
+
+
 def count_unseen_category(feature: str) -> None:
     UNSEEN_CATEGORIES.labels(feature=feature).inc()
+    UNSEEN_SEEN[feature] += 1

@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     reason_count: int = Field(4, ge=1)
     """Reasons given per rejected application (the *_with_reasons routes, file scoring with
     `reasons`); at most the model's number of distinct reportable codes."""
+    monitoring_window_s: int = Field(300, ge=10)
+    """GET /monitoring: the window, in seconds, of this process's drift figures (PSI, rates)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

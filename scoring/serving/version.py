@@ -1,6 +1,7 @@
-"""GET /version: a small ASGI app mounted beside the service, since BentoML's @bentoml.api
-routes are POST only. The service fills VERSION once its model is loaded; the state of
-BentoML's patches is read when asked, since BentoML builds its dispatchers after the import."""
+"""GET /version (and GET /monitoring, from scoring/serving/monitoring.py): a small ASGI app
+mounted beside the service, since BentoML's @bentoml.api routes are POST only. The service
+fills VERSION once its model is loaded; the state of BentoML's patches is read when asked,
+since BentoML builds its dispatchers after the import."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from starlette.routing import Route
 
 from scoring import bentoml_patches
 from scoring.serving.bulk_lane import lane_niceness
+from scoring.serving.monitoring import monitoring_route
 
 VERSION: dict[str, Any] = {}
 
@@ -29,4 +31,4 @@ async def _version(_: Request) -> JSONResponse:
     )
 
 
-version_app = Starlette(routes=[Route("/version", _version, methods=["GET"])])
+version_app = Starlette(routes=[Route("/version", _version, methods=["GET"]), monitoring_route])
