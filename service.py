@@ -172,7 +172,11 @@ class CreditScoring:
         self.reason_plan = load_plan(Path(self.bento_model.path), self.model.metadata, SPEC.names)
         # Drift against the reference stored with the model: the request path only appends.
         self.monitor = monitor_for(
-            self.bento_model, SPEC.names, self.threshold, SETTINGS.monitoring_window_s
+            self.bento_model,
+            SPEC.names,
+            self.threshold,
+            SETTINGS.monitoring_window_s,
+            enabled=SETTINGS.drift_monitoring,
         )
         install_monitor(self.monitor)
         # Move start-up objects (model, schema, libraries) out of the collector's reach: full

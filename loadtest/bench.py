@@ -45,6 +45,8 @@ BATCH_CLIENTS = 4
 OVERLOAD_CLIENTS = 256
 BOOSTER_VARIANT = "this service, Booster (no --compile)"
 MLSERVER = "MLServer 1.7.1, LightGBM runtime"
+# The same service and model with drift counting switched off: what monitoring costs.
+NO_MONITORING = "this service, SCORING_DRIFT_MONITORING=false"
 # The service's worker count by default (one per CPU); the like-for-like floor runs as many
 # processes, each on its own SO_REUSEPORT socket, scoring with the same compiled forest.
 SERVICE_WORKERS = Settings.from_env({}).worker_count()
@@ -274,7 +276,7 @@ def servers(
     """name -> (context manager starting the server, predict URL, body style)."""
     py = sys.executable
 
-    def bento(target: str, name: str, model_tag: str | None = None):
+    def bento(target: str, name: str, model_tag: str | None = None, **settings: str):
         def start():
             port = free_port()
             command = [
@@ -289,6 +291,7 @@ def servers(
                 str(port),
             ]
             server_env = {**env, "SCORING_MODEL_TAG": model_tag} if model_tag else env
+            server_env = {**server_env, **settings}
             return running(
                 command,
                 f"http://127.0.0.1:{port}/readyz",
@@ -346,6 +349,12 @@ def servers(
 
     return {
         "this service": bento("service:CreditScoring", "service", tags["compiled"]),
+        NO_MONITORING: bento(
+            "service:CreditScoring",
+            "service-no-monitoring",
+            tags["compiled"],
+            SCORING_DRIFT_MONITORING="false",
+        ),
         BOOSTER_VARIANT: bento("service:CreditScoring", "service-booster", tags["booster"]),
         "HTTP floor": floor(),
         EQUAL_FLOOR: floor(workers=SERVICE_WORKERS, compiled=True),
@@ -532,6 +541,12 @@ def render(
         workers = ", ".join(f"{mb:.0f} MB" for mb in used.workers_mb) or "–"
         lines.append(f"| {name} | {used.parent_mb:.0f} MB | {workers} |")
     lines += ["", "| ratio | value | bar |", "|---|---:|---|"]
+    ours, unmonitored = (find(n, "1 row x 32 clients") for n in ("this service", NO_MONITORING))
+    if ours and unmonitored and unmonitored.requests_per_s:
+        lines.append(
+            f"| this service / {NO_MONITORING}, 1 row x 32 clients (drift monitoring's cost) | "
+            f"{ours.requests_per_s / unmonitored.requests_per_s:.2f} | ≥ 0.9 |"
+        )
     for ours_name in ("this service", BOOSTER_VARIANT):
         ours = find(ours_name, "1 row x 32 clients")
         for other, bar in (

@@ -153,3 +153,12 @@ def test_no_reference_imports_with_a_warning_and_monitoring_off(store, capsys):
     entry = version_entry(monitor)
     assert entry["enabled"] is False
     assert "without a drift reference" in json.dumps(entry)
+
+
+def test_monitoring_can_be_switched_off_for_a_model_that_carries_a_reference(production_model):
+    model = bentoml.models.get(production_model)
+    names = [f["name"] for f in model.info.metadata["features"]]
+    assert not isinstance(monitor_for(model, names, 0.5, 300), MonitoringOff)
+    switched_off = monitor_for(model, names, 0.5, 300, enabled=False)
+    assert isinstance(switched_off, MonitoringOff)
+    assert "SCORING_DRIFT_MONITORING=false" in version_entry(switched_off)["reason"]

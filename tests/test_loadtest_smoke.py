@@ -93,5 +93,5 @@ def test_the_benchmark_sets_up_every_server_it_compares(tmp_path):
 
     names = set(bench.servers({}, "model.txt", {"compiled": "c", "booster": "b"}, tmp_path))
     expected = {"this service", bench.BOOSTER_VARIANT, "HTTP floor", bench.EQUAL_FLOOR}
-    assert expected | {bench.MLSERVER} <= names
+    assert expected | {bench.MLSERVER, bench.NO_MONITORING} <= names
     assert bench.EQUAL_FLOOR.startswith(f"HTTP floor, {bench.SERVICE_WORKERS} processes")

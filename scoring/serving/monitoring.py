@@ -234,13 +234,18 @@ def describe(reference: DriftReference) -> dict[str, Any]:
     }
 
 
-class MonitoringOff:
-    """The model was imported without a reference sample: nothing is counted."""
+NO_REFERENCE_REASON = (
+    "off: the model was imported without a drift reference (log reference_sample.parquet in the "
+    "training run, or import with --reference FILE)"
+)
+SWITCHED_OFF_REASON = "off: SCORING_DRIFT_MONITORING=false"
 
-    reason = (
-        "off: the model was imported without a drift reference (log reference_sample.parquet "
-        "in the training run, or import with --reference FILE)"
-    )
+
+class MonitoringOff:
+    """Nothing is counted: the model has no reference sample, or monitoring is switched off."""
+
+    def __init__(self, reason: str = NO_REFERENCE_REASON) -> None:
+        self.reason = reason
 
     def observe(self, matrix: np.ndarray, probabilities: np.ndarray) -> None:
         return None
@@ -256,9 +261,15 @@ Monitor = DriftMonitor | MonitoringOff
 
 
 def monitor_for(
-    bento_model: bentoml.Model, names: Sequence[str], threshold: float, window_s: float
+    bento_model: bentoml.Model,
+    names: Sequence[str],
+    threshold: float,
+    window_s: float,
+    enabled: bool = True,
 ) -> Monitor:
     """The model's monitor; its reference file's checksum was checked when the model loaded."""
+    if not enabled:
+        return MonitoringOff(SWITCHED_OFF_REASON)
     path = Path(bento_model.path_of(DRIFT_REFERENCE_FILE))
     if not path.exists():
         return MonitoringOff()

@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     reason_count: int = Field(4, ge=1)
     """Reasons given per rejected application (the *_with_reasons routes, file scoring with
     `reasons`); at most the model's number of distinct reportable codes."""
+    drift_monitoring: bool = True
+    """false = count nothing for drift even when the model carries a reference sample."""
     monitoring_window_s: int = Field(300, ge=10)
     """GET /monitoring: the window, in seconds, of this process's drift figures (PSI, rates)."""
 
