@@ -6,6 +6,7 @@ import bentoml
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from bentoml.exceptions import NotFound
 
 from scoring.stored_model.layout import BOOSTER_FILE
 
@@ -21,6 +22,14 @@ def training_style_frame(
         kind = "category" if name in categorical else np.float64
         frame[name] = frame[name].astype(kind)
     return frame
+
+
+def bento_models(name: str) -> list[str]:
+    """The tags of the Bento store's models named `name` (none is not an error)."""
+    try:
+        return [str(model.tag) for model in bentoml.models.list(name)]
+    except NotFound:
+        return []
 
 
 def categories_of(model_tag: str) -> dict[str, list]:

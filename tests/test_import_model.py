@@ -13,21 +13,14 @@ import lightgbm as lgb
 import mlflow
 import numpy as np
 import pytest
-from bentoml.exceptions import NotFound
 
 import import_model
 from loadtest.processes import ROOT, free_port
 from scoring.importing import errors
 from scoring.stored_model.layout import BOOSTER_FILE
+from tests.service_helpers import bento_models
 
 pytestmark = pytest.mark.server
-
-
-def bento_models(name: str) -> list[str]:
-    try:
-        return [str(model.tag) for model in bentoml.models.list(name)]
-    except NotFound:
-        return []
 
 
 def run_import(store, *args: str) -> int:

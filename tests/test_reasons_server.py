@@ -14,7 +14,6 @@ from pathlib import Path
 import bentoml
 import pytest
 import yaml
-from bentoml.exceptions import NotFound
 from mlflow.tracking import MlflowClient
 
 import import_model
@@ -23,15 +22,9 @@ from loadtest.processes import ROOT, free_port, running
 from scoring.importing.errors import ReasonTableProblem
 from scoring.serving.reasons import NO_TABLE_SOURCE
 from scoring.stored_model.reason_codes import REASON_CODES_FILE, REASON_CODES_KEY
+from tests.service_helpers import bento_models
 
 pytestmark = pytest.mark.server
-
-
-def bento_models(name: str) -> list[str]:
-    try:
-        return [str(model.tag) for model in bentoml.models.list(name)]
-    except NotFound:
-        return []
 
 
 def assert_refused_with_exit_9(capsys, args: list[str], bento_name: str, text: str) -> None:

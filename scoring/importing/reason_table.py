@@ -8,10 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
-from mlflow.tracking import MlflowClient
-
 from scoring.importing.errors import BrokenRun, ReasonTableProblem
+from scoring.importing.run_artifacts import download_optional
 from scoring.stored_model.reason_codes import REASON_CODES_FILE, ReasonTable, ReasonTableError
 
 NO_TABLE_WARNING = (
@@ -62,22 +60,15 @@ def find_reason_table(
 
 
 def _run_artifact(run_id: str, tracking_uri: str, scratch: Path) -> bytes | None:
-    client = MlflowClient(tracking_uri=tracking_uri)
-    if REASON_CODES_FILE not in {item.path for item in client.list_artifacts(run_id)}:
-        return None
-    destination = scratch / "reason-codes"
-    destination.mkdir(exist_ok=True)
-    try:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=run_id,
-            artifact_path=REASON_CODES_FILE,
-            dst_path=str(destination),
-            tracking_uri=tracking_uri,
-        )
-        return Path(local).read_bytes()
-    except Exception as error:  # a dropped connection, a missing file: the artifact is unusable
-        reason = str(error).splitlines()[0][:200]
-        raise BrokenRun(f"cannot download {REASON_CODES_FILE} of run {run_id}: {reason}") from None
+    local = download_optional(
+        run_id,
+        [REASON_CODES_FILE],
+        tracking_uri,
+        scratch / "reason-codes",
+        BrokenRun,
+        "retry, or pass --reason-codes FILE",
+    )
+    return None if local is None else local.read_bytes()
 
 
 def warnings_for(found: FoundTable | None, features: Sequence[str]) -> list[str]:

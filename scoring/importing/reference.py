@@ -11,12 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightgbm as lgb
-import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.tracking import MlflowClient
 
 from scoring.importing.errors import ReferenceProblem
+from scoring.importing.run_artifacts import download_optional
 from scoring.stored_model.drift_reference import DriftReference, build_reference
 from scoring.stored_model.feature_schema import FeatureColumn
 from scoring.stored_model.layout import file_sha256
@@ -31,31 +30,14 @@ NO_REFERENCE = (
 
 def run_reference_sample(run_id: str, tracking_uri: str, destination: Path) -> Path | None:
     """The run's logged reference sample, downloaded, or None when it logged none."""
-    client = MlflowClient(tracking_uri=tracking_uri)
-    try:
-        logged = {artifact.path for artifact in client.list_artifacts(run_id)}
-    except Exception as error:  # any transport or store error: the artifacts cannot be listed
-        reason = str(error).splitlines()[0][:200]
-        raise ReferenceProblem(
-            f"cannot list run {run_id}'s artifacts for its reference sample: {reason}; "
-            "retry, or pass --reference"
-        ) from error
-    for name in REFERENCE_ARTIFACTS:
-        if name in logged:
-            try:
-                local = mlflow.artifacts.download_artifacts(
-                    run_id=run_id,
-                    artifact_path=name,
-                    dst_path=str(destination),
-                    tracking_uri=tracking_uri,
-                )
-            except Exception as error:  # a dropped connection or a missing file: unusable
-                reason = str(error).splitlines()[0][:200]
-                raise ReferenceProblem(
-                    f"cannot download the run's {name}: {reason}; re-log it or pass --reference"
-                ) from error
-            return Path(local)
-    return None
+    return download_optional(
+        run_id,
+        REFERENCE_ARTIFACTS,
+        tracking_uri,
+        destination,
+        ReferenceProblem,
+        "retry, re-log the sample, or pass --reference FILE",
+    )
 
 
 def read_sample(path: Path) -> pd.DataFrame:
