@@ -474,12 +474,14 @@ def main() -> int:
                 for measurement in mixed_load(name, url, one, bulk, args.duration):
                     results.append(measurement)
                     print(f"   {measurement}", flush=True)
+                overload_report = overload(url, one, args.duration)
+                print(f"   overload: {overload_report}", flush=True)
+                # Last: TreeSHAP on 500 rejected rows keeps the bulk lanes busy for seconds
+                # after wrk stops, which would count against whatever ran next.
                 for measurement in reasons_cost(
                     url.removesuffix("/predict"), work / "reasons", args.duration
                 ):
                     results.append(measurement)
-                overload_report = overload(url, one, args.duration)
-                print(f"   overload: {overload_report}", flush=True)
     # Measured before and after the servers; the higher figure makes the stricter ratio.
     ceiling = max(
         ceiling_before, in_process_rows_per_s(model_dir, records[:BATCH_ROWS], CEILING_THREADS)
