@@ -162,7 +162,7 @@ class CreditScoring:
             self.threshold, self.threshold_origin = SETTINGS.threshold, "override SCORING_THRESHOLD"
         else:
             self.threshold, self.threshold_origin = self.provenance.threshold, "model label"
-        threads = SETTINGS.booster_threads()
+        self.threads = threads = SETTINGS.booster_threads()
         # Per call: a Booster loaded from file ignores constructor params.
         self.predict_params = {"num_threads": threads}
         # Scoring goes through the compiled forest when the import stored one, else through the
@@ -235,6 +235,12 @@ class CreditScoring:
     def __is_ready__(self) -> bool:
         return True  # __init__ has loaded the model and passed its self-test
 
+    def _scored(self, rows: np.ndarray, threads: int) -> np.ndarray:
+        """The one place rows are scored: every route's rows are also counted for drift."""
+        probabilities = self.scorer.predict(rows, num_threads=threads)
+        self.monitor.observe(rows, probabilities)
+        return probabilities
+
     async def _probabilities(self, rows: np.ndarray) -> np.ndarray:
         # The batch APIs are async on purpose: a small batch is scored right on the event
         # loop, with no hand-off to a thread that would then wait for the GIL while the loop
@@ -242,13 +248,8 @@ class CreditScoring:
         # loop keeps reading the next requests meanwhile.
         if len(rows) < INLINE_ROWS:
             # One thread: for a few rows, waking OpenMP threads costs more than it saves.
-            probabilities = self.scorer.predict(rows, num_threads=1)
-        else:
-            probabilities = await asyncio.to_thread(
-                self.scorer.predict, rows, **self.predict_params
-            )
-        self.monitor.observe(rows, probabilities)
-        return probabilities
+            return self._scored(rows, 1)
+        return await asyncio.to_thread(self._scored, rows, self.threads)
 
     async def _score(self, rows: np.ndarray) -> list[Prediction]:
         if len(rows) >= SETTINGS.bulk_rows:
@@ -258,7 +259,7 @@ class CreditScoring:
         return self._decide(await self._probabilities(rows))
 
     def _score_now(self, rows: np.ndarray) -> list[Prediction]:
-        return self._decide(self.scorer.predict(rows, **self.predict_params))
+        return self._decide(self._scored(rows, self.threads))
 
     def _decide(self, probabilities: np.ndarray) -> list[Prediction]:
         rejected = probabilities >= self.threshold
@@ -364,8 +365,7 @@ class CreditScoring:
     ) -> Path:
         """Score a CSV or Parquet file of applications; the same format comes back with
         `probability_of_default` and `decision` columns added (and `reasons` if asked)."""
-        probabilities = self.scorer.predict(file.matrix, **self.predict_params)
-        self.monitor.observe(file.matrix, probabilities)
+        probabilities = self._scored(file.matrix, self.threads)
         frame = file.frame.assign(
             probability_of_default=probabilities,
             decision=[d.decision for d in self._decide(probabilities)],

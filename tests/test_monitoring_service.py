@@ -71,3 +71,15 @@ def test_an_unseen_category_is_reported_even_when_refused(client, demo_rows):
         assert time.monotonic() < deadline, "the unseen category never showed in /monitoring"
         time.sleep(0.2)
     assert monitoring(client)["unseen_categories"]["OCCUPATION_TYPE"] == before + 1
+
+
+def test_bulk_requests_scored_in_the_bulk_lane_feed_the_drift_counts_too(client, demo_rows):
+    from scoring.serving.settings import Settings
+
+    bulk = Settings.from_env({}).bulk_rows  # this many rows or more take the bulk lane
+    rows = demo_rows[: 2 * bulk]
+    before = monitoring(client)["rows"]
+    assert client.post("/predict", json={"applications": rows[:bulk]}).status_code == 200
+    table = {"columns": list(rows[0]), "data": [list(r.values()) for r in rows[bulk:]]}
+    assert client.post("/predict_compact", json={"table": table}).status_code == 200
+    assert wait_for_rows(client, before + 2 * bulk)["rows"] == before + 2 * bulk
