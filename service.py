@@ -2,6 +2,7 @@
 
 POST /predict          applications as feature records, adaptive batching
 POST /predict_compact  the same, as {"columns": [...], "data": [[...], ...]}
+POST /predict_arrow    the same, for bulk clients: an Arrow IPC stream of applications
 POST /predict_file     a CSV or Parquet file of applications, returned scored
 POST /predict_with_reasons, /predict_compact_with_reasons
                        the same, and for each rejection its reasons (reason-code table)
@@ -28,6 +29,7 @@ import numpy as np
 from bentoml.validators import ContentType
 from pydantic import AfterValidator, BaseModel, Field
 
+from scoring.serving.arrow_form import ArrowForm
 from scoring.serving.bulk_lane import in_bulk_lane
 from scoring.serving.features import (
     CompactTable,
@@ -79,6 +81,16 @@ Applications = Annotated[
 
 
 ENCODERS = encoders(SPEC, SETTINGS.unseen_category, on_unseen=count_unseen_category)
+# The binary bulk form: a Starlette route beside the service (BentoML would read its body as
+# JSON), scoring through the service's own method once the model is loaded.
+ARROW = ArrowForm(
+    SPEC,
+    SETTINGS.max_rows_per_request,
+    SETTINGS.max_body_bytes,
+    SETTINGS.unseen_category,
+    count_unseen_category,
+)
+version_app.router.routes.append(ARROW.route)
 
 
 def _compact_matrix(table: CompactTable) -> np.ndarray:
@@ -179,6 +191,7 @@ class CreditScoring:
             enabled=SETTINGS.drift_monitoring,
         )
         install_monitor(self.monitor)
+        ARROW.attach(self._score)
         # Move start-up objects (model, schema, libraries) out of the collector's reach: full
         # collections then scan only request garbage, which cut p99 spikes under load.
         gc.collect()

@@ -424,6 +424,26 @@ def test_a_bulk_request_is_parsed_and_scored_in_the_low_priority_lane_beside_the
     assert version["bulk_lane"]["niceness"] == bulk_lane.BULK_NICENESS
 
 
+def test_the_arrow_form_scores_as_the_records_form_in_the_real_server(server, demo_rows):
+    import pyarrow as pa
+
+    from scoring.serving.arrow_form import ARROW_STREAM, PATH
+
+    rows = demo_rows[:MAX_ROWS]
+    table = pa.Table.from_pylist(rows)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    answer = requests.post(
+        f"{server}{PATH}",
+        data=sink.getvalue().to_pybytes(),
+        headers={"Content-Type": ARROW_STREAM},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == post(server, "/predict", {"applications": rows}).json()
+
+
 def test_the_real_server_refuses_what_could_be_read_two_ways_in_the_one_error_shape(
     server, demo_rows
 ):

@@ -1,0 +1,217 @@
+"""POST /predict_arrow: the binary bulk form, an Arrow IPC stream of applications.
+
+A 500-row body in the records form is 3 MB of JSON and ~18 ms of validation; the compact form
+~1.3 MB and ~5 ms; the compiled forest scores those 500 rows in ~9 ms on one thread. In Arrow's
+IPC stream format (`application/vnd.apache.arrow.stream`, what `pyarrow.ipc.new_stream`, Polars,
+DuckDB and Spark write) the columns arrive typed, so checking them is a handful of vectorised
+operations per column and the body costs almost nothing to read.
+
+The contract is the JSON one, column by column (features.py): every model feature exactly once,
+by name, in any order, and nothing else; float features take integer or floating columns with
+null as missing, and no NaN or infinity; integer features whole numbers, no null; boolean
+features a boolean column, no null; categorical features their categories as strings (plain or
+dictionary-encoded), null as missing, an unseen category refused or scored as missing as
+`SCORING_UNSEEN_CATEGORY` says, and counted. A refusal names the column and, for a value, the row.
+
+The route is a plain Starlette route mounted beside the service (a body BentoML would read as
+JSON): it checks its media type and size itself, answers refusals in the one shape
+(refusals.py), validates in the bulk lane and scores through the service's own scoring method,
+so the answers, metrics and drift counts are those of /predict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from scoring.serving.bulk_lane import in_bulk_lane
+from scoring.serving.features import (
+    FeatureSpec,
+    RequestError,
+    UnseenCategory,
+    check_row_count,
+    model_order,
+)
+from scoring.serving.refusals import refusal
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+PATH = "/predict_arrow"
+
+Score = Callable[[np.ndarray], Awaitable[list[BaseModel]]]
+
+
+class ArrowBodyError(ValueError):
+    """A body refused, with the part of the request it is about (a column name, or `body`)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def arrow_matrix(
+    body: bytes,
+    spec: FeatureSpec,
+    max_rows: int,
+    unseen: UnseenCategory,
+    on_unseen: Callable[[str], None],
+) -> np.ndarray:
+    """An Arrow IPC stream → the float64 matrix the model scores, columns in model order."""
+    try:
+        table = pa.ipc.open_stream(body).read_all()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as error:
+        raise ArrowBodyError("body", f"not an Arrow IPC stream: {error}") from None
+    try:
+        check_row_count(table.num_rows, max_rows)
+        order = model_order(table.column_names, spec)
+    except RequestError as error:
+        raise ArrowBodyError("body", str(error)) from None
+    matrix = np.empty((table.num_rows, len(spec.names)), dtype=np.float64)
+    for position, (name, source) in enumerate(zip(spec.names, order, strict=True)):
+        column = table.column(source)
+        if name in spec.categories:
+            matrix[:, position] = _category_codes(column, name, spec, unseen, on_unseen)
+        elif name in spec.boolean:
+            matrix[:, position] = _booleans(column, name)
+        else:
+            matrix[:, position] = _numbers(column, name, required=name in spec.integer)
+    return matrix
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def _no_nulls(column: pa.ChunkedArray, name: str, what: str) -> None:
+    if column.null_count:
+        row = _first(~column.is_valid().to_numpy(zero_copy_only=False))
+        raise ArrowBodyError(name, f"{name} in row {row} is null; {what}")
+
+
+def _numbers(column: pa.ChunkedArray, name: str, required: bool) -> np.ndarray:
+    kind = column.type
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+        raise ArrowBodyError(name, f"{name} must be a number column, got {kind}")
+    if required:
+        _no_nulls(column, name, "an integer feature must be present")
+    values = column.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    present = column.is_valid().to_numpy(zero_copy_only=False)
+    if not np.isfinite(values[present]).all():
+        row = _first(present & ~np.isfinite(values))
+        raise ArrowBodyError(
+            name, f"{name} in row {row} is {values[row]}: not a finite number (null = missing)"
+        )
+    if required and not (values == np.round(values)).all():
+        row = _first(values != np.round(values))
+        raise ArrowBodyError(name, f"{name} in row {row} must be an integer, got {values[row]}")
+    return np.where(present, values, np.nan)
+
+
+def _booleans(column: pa.ChunkedArray, name: str) -> np.ndarray:
+    if not pa.types.is_boolean(column.type):
+        raise ArrowBodyError(name, f"{name} must be a boolean column, got {column.type}")
+    _no_nulls(column, name, "a boolean feature must be true or false")
+    return column.to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def _category_codes(
+    column: pa.ChunkedArray,
+    name: str,
+    spec: FeatureSpec,
+    unseen: UnseenCategory,
+    on_unseen: Callable[[str], None],
+) -> np.ndarray:
+    categories = spec.categories[name]
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    strings = not categories or isinstance(categories[0], str)
+    kind = column.type
+    fits = (
+        (pa.types.is_string(kind) or pa.types.is_large_string(kind))
+        if strings
+        else pa.types.is_integer(kind)
+    )
+    if not fits:
+        expected = "strings (plain or dictionary-encoded)" if strings else "integers"
+        raise ArrowBodyError(name, f"{name} must hold its categories as {expected}, got {kind}")
+    known = pa.array(list(categories), type=column.type)
+    codes = pc.index_in(column, value_set=known)
+    present = column.is_valid().to_numpy(zero_copy_only=False)
+    coded = codes.is_valid().to_numpy(zero_copy_only=False)
+    unseen_rows = np.flatnonzero(present & ~coded)
+    for _ in unseen_rows:
+        on_unseen(name)
+    if unseen_rows.size and unseen == "reject":
+        row = int(unseen_rows[0])
+        value = column[row].as_py()
+        listed = ", ".join(repr(c) for c in categories[:10]) + (
+            ", ..." if len(categories) > 10 else ""
+        )
+        raise ArrowBodyError(
+            name, f"{name} in row {row}: unseen category {value!r} (known: {listed})"
+        )
+    return codes.to_numpy(zero_copy_only=False).astype(np.float64)  # null (missing) → NaN
+
+
+class ArrowForm:
+    """The route, bound to the service's scoring once the service has loaded its model."""
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        max_rows: int,
+        max_body_bytes: int,
+        unseen: UnseenCategory,
+        on_unseen: Callable[[str], None],
+    ) -> None:
+        self.spec, self.max_rows, self.max_body_bytes = spec, max_rows, max_body_bytes
+        self.unseen, self.on_unseen = unseen, on_unseen
+        self.score: Score | None = None
+        self.route = Route(PATH, self.predict_arrow, methods=["POST"])
+
+    def attach(self, score: Score) -> None:
+        self.score = score
+
+    async def predict_arrow(self, request: Request) -> Response:
+        if self.score is None:
+            return _refused(503, "body", "model not loaded yet", "service_unavailable")
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != ARROW_STREAM:
+            message = f"send an Arrow IPC stream as {ARROW_STREAM}, not {media_type or 'nothing'}"
+            return _refused(415, "content-type", message, "unsupported_media_type")
+        body = await self._body(request)
+        if body is None:
+            message = f"body over {self.max_body_bytes} bytes: split the applications"
+            return _refused(413, "body", message, "request_entity_too_large")
+        try:
+            matrix = await in_bulk_lane(
+                arrow_matrix, body, self.spec, self.max_rows, self.unseen, self.on_unseen
+            )
+        except ArrowBodyError as problem:
+            return _refused(400, problem.field, str(problem), "value_error")
+        predictions = await self.score(matrix)
+        content = orjson.dumps([prediction.model_dump() for prediction in predictions])
+        return Response(content, media_type="application/json")
+
+    async def _body(self, request: Request) -> bytes | None:
+        """The body, or None as soon as it passes the limit (counted as it streams in)."""
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _refused(status: int, field: str, message: str, kind: str) -> Response:
+    content: Mapping[str, Any] = refusal(field, message, kind)
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")

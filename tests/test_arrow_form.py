@@ -1,0 +1,130 @@
+"""POST /predict_arrow, in process (`to_asgi()`): an Arrow IPC stream scores exactly as the
+records form does, and is held to the same contract, column by column."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from scoring.serving.arrow_form import ARROW_STREAM, PATH
+from tests.service_helpers import categories_of, names_the_field, reference_probabilities
+
+HEADERS = {"content-type": ARROW_STREAM}
+
+
+def stream(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def table_of(records: list[dict], **columns: pa.Array) -> pa.Table:
+    """Records as Arrow columns, types inferred (strings, floats, ints, nulls), some replaced."""
+    table = pa.Table.from_pylist(records)
+    for name, array in columns.items():
+        table = table.set_column(table.column_names.index(name), name, array)
+    return table
+
+
+def post(client, body: bytes, headers: dict | None = None):
+    return client.post(PATH, content=body, headers=headers or HEADERS)
+
+
+def test_an_arrow_stream_scores_exactly_as_the_records_form(client, production_model, demo_rows):
+    rows = demo_rows[:100]
+    answer = post(client, stream(table_of(rows)))
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.json() == client.post("/predict", json={"applications": rows}).json()
+    served = [p["probability_of_default"] for p in answer.json()]
+    assert served == pytest.approx(list(reference_probabilities(production_model, rows)), abs=1e-12)
+
+
+def test_columns_in_any_order_and_dictionary_encoded_categories_score_the_same(
+    client, production_model, demo_rows
+):
+    rows = demo_rows[:20]
+    table = table_of(rows)
+    categorical = sorted(categories_of(production_model))
+    for name in categorical:
+        index = table.column_names.index(name)
+        table = table.set_column(index, name, table.column(name).dictionary_encode())
+    reordered = table.select(list(reversed(table.column_names)))
+    answer = post(client, stream(reordered))
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == client.post("/predict", json={"applications": rows}).json()
+
+
+def _first_of_kind(production_model, demo_rows, kind: str) -> str:
+    import bentoml
+
+    features = bentoml.models.get(production_model).info.metadata["features"]
+    if kind == "categorical":
+        return next(f["name"] for f in features if f.get("categories"))
+    if kind == "integer":
+        return next(f["name"] for f in features if f["type"] in ("long", "integer"))
+    return next(
+        f["name"]
+        for f in features
+        if f["type"] == "double"
+        and not f.get("categories")
+        and all(isinstance(r[f["name"]], float | None) for r in demo_rows)
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "bad", "expected"),
+    [
+        ("float", pa.array(["lots"] * 5), "must be a number column"),
+        ("float", pa.array([1.0, float("nan"), 2.0, 3.0, 4.0]), "not a finite number"),
+        ("float", pa.array([1.0, 2.0, float("inf"), 3.0, 4.0]), "not a finite number"),
+        ("integer", pa.array([1, 2, None, 3, 4]), "is null"),
+        ("integer", pa.array([1.0, 2.5, 3.0, 4.0, 5.0]), "must be an integer"),
+        ("integer", pa.array([True, False, True, False, True]), "must be a number column"),
+        ("categorical", pa.array(["Astronaut"] * 5), "unseen category 'Astronaut'"),
+        ("categorical", pa.array([1, 2, 3, 4, 5]), "must hold its categories as strings"),
+    ],
+)
+def test_a_cell_or_column_of_the_wrong_kind_is_a_400_naming_the_column(
+    client, production_model, demo_rows, kind, bad, expected
+):
+    name = _first_of_kind(production_model, demo_rows, kind)
+    answer = post(client, stream(table_of(demo_rows[:5], **{name: bad})))
+    assert answer.status_code == 400, answer.text
+    assert names_the_field(answer.json(), name)
+    assert expected in answer.json()["error"]
+    assert post(client, stream(table_of(demo_rows[:5]))).status_code == 200  # still serving
+
+
+def test_an_unknown_or_missing_column_is_a_400_naming_it(client, demo_rows):
+    extra = table_of(demo_rows[:3]).append_column("FAVOURITE_COLOUR", pa.array([1.0, 2.0, 3.0]))
+    answer = post(client, stream(extra))
+    assert answer.status_code == 400
+    assert "FAVOURITE_COLOUR" in answer.json()["error"]
+    first = next(iter(demo_rows[0]))
+    answer = post(client, stream(table_of(demo_rows[:3]).drop_columns([first])))
+    assert answer.status_code == 400
+    assert first in answer.json()["error"]
+
+
+def test_what_is_not_an_arrow_stream_is_refused_in_the_one_shape(client, demo_rows):
+    body = stream(table_of(demo_rows[:3]))
+    not_arrow = post(client, b"{'applications': []}")
+    assert not_arrow.status_code == 400
+    assert not_arrow.json()["field"] == "body"
+    wrong_type = post(client, body, {"content-type": "application/json"})
+    assert wrong_type.status_code == 415
+    assert wrong_type.json()["field"] == "content-type"
+    empty = post(client, stream(pa.Table.from_pylist(demo_rows[:1]).slice(0, 0)))
+    assert empty.status_code == 400
+    assert "at least one application" in empty.json()["error"]
+
+
+def test_a_body_over_the_limit_is_a_413(client):
+    from scoring.serving.settings import Settings
+
+    too_big = b"\0" * (Settings.from_env({}).max_body_bytes + 1)
+    answer = post(client, too_big)
+    assert answer.status_code == 413
+    assert answer.json()["field"] == "body"
