@@ -35,6 +35,8 @@ from loadtest.memory import ServerMemory, server_memory
 from loadtest.payloads import application_records, compact_table
 from loadtest.processes import ROOT, free_port, running
 from loadtest.reasons_cost import reasons_cost
+from scoring.serving.arrow_form import ARROW_STREAM
+from scoring.serving.arrow_form import PATH as ARROW_PATH
 from scoring.serving.settings import Settings
 from scoring.stored_model.layout import COMPILED_FILE
 
@@ -57,13 +59,21 @@ EQUAL_FLOOR = f"HTTP floor, {SERVICE_WORKERS} processes, compiled forest"
 WRK_SCRIPT = """
 local bodies = {}
 local path = os.getenv("WRK_PATH")
+local content_type = os.getenv("WRK_CONTENT_TYPE") or "application/json"
 init = function(args)
-  for line in io.lines(os.getenv("WRK_BODIES")) do table.insert(bodies, line) end
+  if os.getenv("WRK_BINARY") then
+    -- one binary body (an Arrow stream holds newlines): the whole file, sent every time
+    local file = io.open(os.getenv("WRK_BODIES"), "rb")
+    table.insert(bodies, file:read("*a"))
+    file:close()
+  else
+    for line in io.lines(os.getenv("WRK_BODIES")) do table.insert(bodies, line) end
+  end
 end
 local i = 0
 request = function()
   i = i % #bodies + 1
-  return wrk.format("POST", path, {["Content-Type"] = "application/json"}, bodies[i])
+  return wrk.format("POST", path, {["Content-Type"] = content_type}, bodies[i])
 end
 statuses = {}
 local threads = {}
@@ -114,7 +124,9 @@ def wrk(
     count_status: bool = False,
     delay_ms: int = 0,
     timeout_s: int = 5,
+    content_type: str = "",
 ) -> dict:
+    """`content_type` other than JSON: `bodies` is one binary body, sent as that type."""
     script = BUILD / "bench.lua"
     script.write_text(WRK_SCRIPT)
     host, path = url.split("/", 3)[2], "/" + url.split("/", 3)[3]
@@ -138,6 +150,7 @@ def wrk(
             "WRK_BODIES": str(bodies),
             **({"WRK_COUNT_STATUS": "1"} if count_status else {}),
             **({"WRK_DELAY_MS": str(delay_ms)} if delay_ms else {}),
+            **({"WRK_BINARY": "1", "WRK_CONTENT_TYPE": content_type} if content_type else {}),
         },
         check=True,
     )
@@ -166,15 +179,24 @@ PACED = f"paced 1 row x {PACED_CLIENTS} clients ({PACE_MS} ms pause)"
 
 
 def mixed_load(
-    name: str, url: str, one: Path, bulk: dict[str, tuple[str, Path]], duration: float
+    name: str, url: str, one: Path, bulk: dict[str, tuple[str, Path, str]], duration: float
 ) -> list[Measurement]:
     """Online applications one at a time, paced, alone and then while bulk clients stream
-    500-row bodies in each form (closed loop): does the bulk starve the applicants?"""
+    500-row bodies in each form (closed loop): does the bulk starve the applicants? `bulk`:
+    form -> (URL, bodies, content type: "" for JSON lines)."""
     results = [Measurement(name, f"{PACED}, alone", **wrk(url, one, PACED_CLIENTS, duration, 1,
                                                             delay_ms=PACE_MS))]  # fmt: skip
-    for form, (bulk_url, bodies) in bulk.items():
+    for form, (bulk_url, bodies, content_type) in bulk.items():
         with ThreadPoolExecutor(max_workers=2) as pool:
-            streaming = pool.submit(wrk, bulk_url, bodies, BATCH_CLIENTS, duration, BATCH_ROWS)
+            streaming = pool.submit(
+                wrk,
+                bulk_url,
+                bodies,
+                BATCH_CLIENTS,
+                duration,
+                BATCH_ROWS,
+                content_type=content_type,
+            )
             paced = wrk(url, one, PACED_CLIENTS, duration, 1, delay_ms=PACE_MS)
             stream = streaming.result()
         results.append(Measurement(name, f"{PACED}, while {form} bulk streams", **paced))
@@ -364,6 +386,17 @@ def servers(
     }
 
 
+def arrow_stream(records: list[dict]) -> bytes:
+    """Records as one Arrow IPC stream (types inferred: strings, floats, ints, nulls)."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(records)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
 def compact_body(records: list[dict]) -> dict:
     return {"table": compact_table(records)}
 
@@ -436,6 +469,8 @@ def main() -> int:
         work / "compact.jsonl",
         [compact_body(records[i : i + BATCH_ROWS]) for i in range(0, 1500, BATCH_ROWS)],
     )
+    arrow = work / "batch.arrow"
+    arrow.write_bytes(arrow_stream(records[:BATCH_ROWS]))
     results: list[Measurement] = []
     memory: dict[str, ServerMemory] = {}
     overload_report = ""
@@ -464,13 +499,23 @@ def main() -> int:
             print(f"   {results[-1]}", flush=True)
             memory[name] = server_memory(process.pid)  # after the load: what serving grew to
             print(f"   memory: {memory[name].describe()}", flush=True)
+            arrow_url = url.removesuffix("/predict") + ARROW_PATH
             if name.startswith("this service"):
-                stats = wrk(url + "_compact", compact, BATCH_CLIENTS, args.duration, BATCH_ROWS)
-                load = f"{BATCH_ROWS} rows x {BATCH_CLIENTS} clients, compact form"
-                results.append(Measurement(name, load, **stats))
-                print(f"   {results[-1]}", flush=True)
+                for form, form_url, body, kind in (
+                    ("compact form", url + "_compact", compact, ""),
+                    ("Arrow form", arrow_url, arrow, ARROW_STREAM),
+                ):
+                    stats = wrk(form_url, body, BATCH_CLIENTS, args.duration, BATCH_ROWS,
+                                content_type=kind)  # fmt: skip
+                    load = f"{BATCH_ROWS} rows x {BATCH_CLIENTS} clients, {form}"
+                    results.append(Measurement(name, load, **stats))
+                    print(f"   {results[-1]}", flush=True)
             if name == "this service":
-                bulk = {"records": (url, batch), "compact form": (url + "_compact", compact)}
+                bulk = {
+                    "records": (url, batch, ""),
+                    "compact form": (url + "_compact", compact, ""),
+                    "Arrow form": (arrow_url, arrow, ARROW_STREAM),
+                }
                 for measurement in mixed_load(name, url, one, bulk, args.duration):
                     results.append(measurement)
                     print(f"   {measurement}", flush=True)
@@ -564,7 +609,7 @@ def render(
                     f"| {ours_name} / {other}, 1 row x 32 clients | "
                     f"{ours.requests_per_s / theirs.requests_per_s:.2f} | {bar} |"
                 )
-        for form in ("", ", compact form"):
+        for form in ("", ", compact form", ", Arrow form"):
             batch = find(ours_name, f"{BATCH_ROWS} rows x {BATCH_CLIENTS} clients{form}")
             if batch:
                 lines.append(
@@ -572,7 +617,7 @@ def render(
                     f"{batch.rows_per_s / ceiling:.2f} | ≥ 0.8 (best form) |"
                 )
     alone = find("this service", f"{PACED}, alone")
-    for form in ("records", "compact form"):
+    for form in ("records", "compact form", "Arrow form"):
         mixed = find("this service", f"{PACED}, while {form} bulk streams")
         suffix = "" if form == "records" else f", {form}"
         bulk_alone = find("this service", f"{BATCH_ROWS} rows x {BATCH_CLIENTS} clients{suffix}")
