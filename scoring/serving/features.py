@@ -192,13 +192,14 @@ class NumericCompactTable(CompactTable):
 
 def model_order(columns: Sequence[str], spec: FeatureSpec) -> list[int]:
     """Positions of the model's features among `columns`; each must appear exactly once."""
-    unknown = sorted(set(columns) - set(spec.names))
+    given = set(columns)
+    unknown = sorted(given - set(spec.names))
     if unknown:
         raise RequestError(f"unknown feature(s): {', '.join(unknown)}")
-    missing = [name for name in spec.names if name not in columns]
+    missing = [name for name in spec.names if name not in given]
     if missing:
         raise RequestError(f"missing feature(s): {', '.join(missing)}")
-    if len(set(columns)) != len(columns):
+    if len(given) != len(columns):
         repeated = sorted({c for c in columns if list(columns).count(c) > 1})
         raise RequestError(f"repeated column(s): {', '.join(repeated)}")
     position = {name: i for i, name in enumerate(columns)}
