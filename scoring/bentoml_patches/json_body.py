@@ -18,6 +18,11 @@ type 3") are told apart by what precedes them: a key's colon follows its closing
 whitespace. When the counts still differ (a repeat, or objects nested inside rows, which are
 not counted), an exact, slower check (the standard library's parser, every object's pairs)
 finds the repeated keys and their paths. loadtest/json_body_cost.py measures the cost.
+
+Large bodies are parsed off the event loop (`install(offload, offload_bytes)`: the service's bulk
+lane). Replacing `JSONSerde.parse_request` for that also drops one upstream behaviour on
+purpose: for an API whose whole input is one file, BentoML fetched a URL sent as the JSON body;
+no API here is one, and the service does not fetch URLs on a caller's behalf.
 """
 
 from __future__ import annotations
