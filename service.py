@@ -174,9 +174,8 @@ class CreditScoring:
             self.threshold, self.threshold_origin = SETTINGS.threshold, "override SCORING_THRESHOLD"
         else:
             self.threshold, self.threshold_origin = self.provenance.threshold, "model label"
+        # Passed per call: a Booster loaded from file ignores constructor params.
         self.threads = threads = SETTINGS.booster_threads()
-        # Per call: a Booster loaded from file ignores constructor params.
-        self.predict_params = {"num_threads": threads}
         # Scoring goes through the compiled forest when the import stored one, else through the
         # booster; /explain always uses the booster.
         self.booster, self.scorer = self.model.booster, self.model.scorer
@@ -303,7 +302,7 @@ class CreditScoring:
 
     def _reasons(self, rows: np.ndarray) -> list[list[Reason]]:
         """TreeSHAP from the booster the compiled forest was built from and checked against."""
-        contributions = self.booster.predict(rows, pred_contrib=True, **self.predict_params)
+        contributions = self.booster.predict(rows, pred_contrib=True, num_threads=self.threads)
         return self.reason_plan.explain(rows, contributions, SPEC, SETTINGS.reason_count)
 
     async def _decide_with_reasons(self, rows: np.ndarray) -> list[PredictionWithReasons]:
@@ -345,7 +344,9 @@ class CreditScoring:
         self, applications: Applications, top_k: Annotated[int, Field(ge=1, le=200)] = 5
     ) -> Annotated[list[Explanation], JSON_RESPONSE]:
         """Per-feature contributions from LightGBM's TreeSHAP (pred_contrib=True)."""
-        contributions = self.booster.predict(applications, pred_contrib=True, **self.predict_params)
+        contributions = self.booster.predict(
+            applications, pred_contrib=True, num_threads=self.threads
+        )
         explanations = []
         for row, contrib in zip(applications, contributions, strict=True):
             raw_score = float(contrib.sum())

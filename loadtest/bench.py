@@ -30,9 +30,11 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
+
 from loadtest import mlserver_peer
 from loadtest.memory import ServerMemory, server_memory
-from loadtest.payloads import application_records, compact_table
+from loadtest.payloads import application_records, arrow_stream, compact_table
 from loadtest.processes import ROOT, free_port, running
 from loadtest.reasons_cost import reasons_cost
 from scoring.serving.arrow_form import ARROW_STREAM
@@ -386,17 +388,6 @@ def servers(
     }
 
 
-def arrow_stream(records: list[dict]) -> bytes:
-    """Records as one Arrow IPC stream (types inferred: strings, floats, ints, nulls)."""
-    import pyarrow as pa
-
-    table = pa.Table.from_pylist(records)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
 def compact_body(records: list[dict]) -> dict:
     return {"table": compact_table(records)}
 
@@ -470,7 +461,8 @@ def main() -> int:
         [compact_body(records[i : i + BATCH_ROWS]) for i in range(0, 1500, BATCH_ROWS)],
     )
     arrow = work / "batch.arrow"
-    arrow.write_bytes(arrow_stream(records[:BATCH_ROWS]))
+    # Types inferred from the records: strings, floats, ints, nulls.
+    arrow.write_bytes(arrow_stream(pa.Table.from_pylist(records[:BATCH_ROWS])))
     results: list[Measurement] = []
     memory: dict[str, ServerMemory] = {}
     overload_report = ""

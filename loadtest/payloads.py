@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
+
 from demo_store.data import make_applications
 
 # The demo data's named columns (numeric and categorical); larger models add BUREAU_AGG_*.
@@ -29,3 +31,11 @@ def compact_table(records: list[dict]) -> dict:
 
 def compact_body(records: list[dict]) -> bytes:
     return json.dumps({"table": compact_table(records)}).encode()
+
+
+def arrow_stream(table: pa.Table) -> bytes:
+    """A table as one Arrow IPC stream: the body of POST /predict_arrow."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()

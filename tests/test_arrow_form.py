@@ -6,17 +6,11 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
+from loadtest.payloads import arrow_stream as stream
 from scoring.serving.arrow_form import ARROW_STREAM, PATH
 from tests.service_helpers import categories_of, names_the_field, reference_probabilities
 
 HEADERS = {"content-type": ARROW_STREAM}
-
-
-def stream(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
 
 
 def table_of(records: list[dict], **columns: pa.Array) -> pa.Table:

@@ -427,16 +427,13 @@ def test_a_bulk_request_is_parsed_and_scored_in_the_low_priority_lane_beside_the
 def test_the_arrow_form_scores_as_the_records_form_in_the_real_server(server, demo_rows):
     import pyarrow as pa
 
+    from loadtest.payloads import arrow_stream
     from scoring.serving.arrow_form import ARROW_STREAM, PATH
 
     rows = demo_rows[:MAX_ROWS]
-    table = pa.Table.from_pylist(rows)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
     answer = requests.post(
         f"{server}{PATH}",
-        data=sink.getvalue().to_pybytes(),
+        data=arrow_stream(pa.Table.from_pylist(rows)),
         headers={"Content-Type": ARROW_STREAM},
         timeout=30,
     )

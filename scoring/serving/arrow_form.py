@@ -39,6 +39,7 @@ from scoring.serving.features import (
     RequestError,
     UnseenCategory,
     check_row_count,
+    listed,
     model_order,
 )
 from scoring.serving.refusals import refusal
@@ -155,11 +156,8 @@ def _category_codes(
     if unseen_rows.size and unseen == "reject":
         row = int(unseen_rows[0])
         value = column[row].as_py()
-        listed = ", ".join(repr(c) for c in categories[:10]) + (
-            ", ..." if len(categories) > 10 else ""
-        )
         raise ArrowBodyError(
-            name, f"{name} in row {row}: unseen category {value!r} (known: {listed})"
+            name, f"{name} in row {row}: unseen category {value!r} (known: {listed(categories)})"
         )
     return codes.to_numpy(zero_copy_only=False).astype(np.float64)  # null (missing) → NaN
 

@@ -30,10 +30,15 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+_lane_thread_id: int | None = None  # the lane thread's kernel id, once it has started
+
+
 def _lower_priority() -> None:
+    global _lane_thread_id
+    _lane_thread_id = threading.get_native_id()
     # Not Linux, or not permitted: still one thread, just at normal priority.
     with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICENESS)
+        os.setpriority(os.PRIO_PROCESS, _lane_thread_id, BULK_NICENESS)
 
 
 _LANE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk", initializer=_lower_priority)
@@ -47,10 +52,9 @@ async def in_bulk_lane(function: Callable[P, R], *args: P.args, **kwargs: P.kwar
 
 def lane_niceness() -> int | None:
     """The lane thread's nice value, or None before its first task (for GET /version)."""
-    if not _LANE._threads:  # the executor has no public view of its threads
+    if _lane_thread_id is None:
         return None
-    (thread,) = _LANE._threads
     try:
-        return os.getpriority(os.PRIO_PROCESS, thread.native_id or 0)
+        return os.getpriority(os.PRIO_PROCESS, _lane_thread_id)
     except OSError:
         return None

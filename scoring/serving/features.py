@@ -96,6 +96,12 @@ class FeatureSpec:
         return float(scored)
 
 
+def listed(categories: Sequence[Category], most: int = 10) -> str:
+    """The first few categories, for a message naming what an unseen category could have been."""
+    shown = ", ".join(repr(c) for c in categories[:most])
+    return shown + (", ..." if len(categories) > most else "")
+
+
 def category_encoder(
     name: str,
     codes: Mapping[Category, int],
@@ -114,8 +120,7 @@ def category_encoder(
         on_unseen(name)
         if unseen == "missing":
             return None
-        known = ", ".join(repr(c) for c in list(codes)[:10]) + (", ..." if len(codes) > 10 else "")
-        raise ValueError(f"unseen category {value!r} for {name} (known: {known})")
+        raise ValueError(f"unseen category {value!r} for {name} (known: {listed(list(codes))})")
 
     return encode
 
