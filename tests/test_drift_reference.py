@@ -14,6 +14,7 @@ import pytest
 from scoring.stored_model.drift_reference import (
     MISSING_BIN,
     DriftReference,
+    bin_indices,
     build_reference,
     categorical_bins,
     numeric_bins,
@@ -87,3 +88,15 @@ def test_the_reference_survives_its_json_and_reads_the_reject_rate_at_any_thresh
             np.mean(probabilities >= threshold), abs=0.002
         )
     assert again.score.shares == pytest.approx([0.1] * 10)
+
+
+@pytest.mark.parametrize("has_missing", [True, False])
+def test_counts_are_the_bincount_of_each_values_bin(has_missing):
+    """counts() takes a faster road for numbers; it must land where bin_indices() puts each
+    value: on an edge (a bin's lower bound), between, beyond both ends, and NaN."""
+    rng = np.random.default_rng(3)
+    bins = numeric_bins("x", rng.normal(size=2000), has_missing=has_missing)
+    values = np.concatenate([bins.edges, rng.normal(scale=3, size=5000), [np.nan] * 7, [-9e9, 9e9]])
+    expected = np.bincount(bin_indices(bins, values), minlength=len(bins.labels))
+    assert bins.counts(values).tolist() == expected.tolist()
+    assert bins.counts(values).sum() == len(values)

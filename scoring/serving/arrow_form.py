@@ -15,20 +15,21 @@ dictionary-encoded), null as missing, an unseen category refused or scored as mi
 
 The route is a plain Starlette route mounted beside the service (a body BentoML would read as
 JSON): it checks its media type and size itself, answers refusals in the one shape
-(refusals.py), validates in the bulk lane and scores through the service's own scoring method,
-so the answers, metrics and drift counts are those of /predict.
+(refusals.py), and reads, checks, scores and answers each request in one trip to the bulk lane
+(the form is for bulk clients; single applications belong on /predict), through the service's
+own scoring, so the answers, metrics and drift counts are those of /predict.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -43,11 +44,22 @@ from scoring.serving.features import (
     model_order,
 )
 from scoring.serving.refusals import refusal
+from scoring.stored_model.feature_schema import Category
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 PATH = "/predict_arrow"
 
-Score = Callable[[np.ndarray], Awaitable[list[BaseModel]]]
+# What a float feature's column may hold: Arrow's integer and floating types.
+NUMBER_TYPES = frozenset(
+    (
+        *(pa.int8(), pa.int16(), pa.int32(), pa.int64()),
+        *(pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64()),
+        *(pa.float16(), pa.float32(), pa.float64()),
+    )
+)
+
+# The service's scoring: a float64 matrix in model order → the JSON answer, as /predict's.
+Answer = Callable[[np.ndarray], bytes]
 
 
 class ArrowBodyError(ValueError):
@@ -75,16 +87,60 @@ def arrow_matrix(
         order = model_order(table.column_names, spec)
     except RequestError as error:
         raise ArrowBodyError("body", str(error)) from None
+    types = table.schema.types
+    numeric = [
+        position
+        for position, name in enumerate(spec.names)
+        if name not in spec.categories and name not in spec.boolean
+    ]
+    for position in numeric:
+        kind, name = types[order[position]], spec.names[position]
+        if kind not in NUMBER_TYPES:
+            raise ArrowBodyError(name, f"{name} must be a number column, got {kind}")
     matrix = np.empty((table.num_rows, len(spec.names)), dtype=np.float64)
-    for position, (name, source) in enumerate(zip(spec.names, order, strict=True)):
-        column = table.column(source)
+    block = _number_block(
+        table, [order[p] for p in numeric], [spec.names[p] for p in numeric], spec
+    )
+    if block is not None:
+        matrix[:, numeric] = block
+    else:  # a column to look at closely: each converted, or the cell it refuses named
+        for position in numeric:
+            name = spec.names[position]
+            column = table.column(order[position])
+            matrix[:, position] = _numbers(column, name, required=name in spec.integer)
+    for position, name in enumerate(spec.names):
         if name in spec.categories:
+            column = table.column(order[position])
             matrix[:, position] = _category_codes(column, name, spec, unseen, on_unseen)
         elif name in spec.boolean:
-            matrix[:, position] = _booleans(column, name)
-        else:
-            matrix[:, position] = _numbers(column, name, required=name in spec.integer)
+            matrix[:, position] = _booleans(table.column(order[position]), name)
     return matrix
+
+
+def _number_block(
+    table: pa.Table, sources: list[int], names: list[str], spec: FeatureSpec
+) -> np.ndarray | None:
+    """All number columns at once, when they hold what the contract allows: one conversion to
+    a float64 block (nulls as NaN) and one count of its non-finite values against the nulls,
+    instead of a few calls per column. None when a column needs a closer look."""
+    if not sources:
+        return np.empty((table.num_rows, 0))
+    numbers = table.select(sources).combine_chunks()
+    nulls = [column.null_count for column in numbers.columns]
+    if any(nulls[i] for i, name in enumerate(names) if name in spec.integer):
+        return None  # an integer feature must be present
+    try:
+        block = np.asarray(numbers.to_batches()[0].to_tensor(null_to_nan=True, row_major=False))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None  # e.g. a float16 column: converted one by one
+    # A null arrives as NaN: the block is clean when its non-finite values are its nulls.
+    if np.count_nonzero(~np.isfinite(block)) != sum(nulls):
+        return None
+    integers = [i for i, name in enumerate(names) if name in spec.integer]
+    whole = block[:, integers]
+    if not np.array_equal(whole, np.round(whole)):
+        return None
+    return block
 
 
 def _first(mask: np.ndarray) -> int:
@@ -146,8 +202,7 @@ def _category_codes(
     if not fits:
         expected = "strings (plain or dictionary-encoded)" if strings else "integers"
         raise ArrowBodyError(name, f"{name} must hold its categories as {expected}, got {kind}")
-    known = pa.array(list(categories), type=column.type)
-    codes = pc.index_in(column, value_set=known)
+    codes = pc.index_in(column, value_set=_value_set(categories, column.type))
     present = column.is_valid().to_numpy(zero_copy_only=False)
     coded = codes.is_valid().to_numpy(zero_copy_only=False)
     unseen_rows = np.flatnonzero(present & ~coded)
@@ -160,6 +215,13 @@ def _category_codes(
             name, f"{name} in row {row}: unseen category {value!r} (known: {listed(categories)})"
         )
     return codes.to_numpy(zero_copy_only=False).astype(np.float64)  # null (missing) → NaN
+
+
+@functools.lru_cache(maxsize=1024)
+def _value_set(categories: tuple[Category, ...], kind: pa.DataType) -> pa.Array:
+    """A feature's training categories as an Arrow array of the column's type, built once:
+    building it per request cost more than checking every other column."""
+    return pa.array(list(categories), type=kind)
 
 
 class ArrowForm:
@@ -175,14 +237,14 @@ class ArrowForm:
     ) -> None:
         self.spec, self.max_rows, self.max_body_bytes = spec, max_rows, max_body_bytes
         self.unseen, self.on_unseen = unseen, on_unseen
-        self.score: Score | None = None
+        self.answer: Answer | None = None
         self.route = Route(PATH, self.predict_arrow, methods=["POST"])
 
-    def attach(self, score: Score) -> None:
-        self.score = score
+    def attach(self, answer: Answer) -> None:
+        self.answer = answer
 
     async def predict_arrow(self, request: Request) -> Response:
-        if self.score is None:
+        if self.answer is None:
             return _refused(503, "body", "model not loaded yet", "service_unavailable")
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != ARROW_STREAM:
@@ -193,14 +255,16 @@ class ArrowForm:
             message = f"body over {self.max_body_bytes} bytes: split the applications"
             return _refused(413, "body", message, "request_entity_too_large")
         try:
-            matrix = await in_bulk_lane(
-                arrow_matrix, body, self.spec, self.max_rows, self.unseen, self.on_unseen
-            )
+            # Read, checked, scored and answered in one trip to the bulk lane: the event loop
+            # only receives the body and sends the answer.
+            content = await in_bulk_lane(self._answered, body, self.answer)
         except ArrowBodyError as problem:
             return _refused(400, problem.field, str(problem), "value_error")
-        predictions = await self.score(matrix)
-        content = orjson.dumps([prediction.model_dump() for prediction in predictions])
         return Response(content, media_type="application/json")
+
+    def _answered(self, body: bytes, answer: Answer) -> bytes:
+        matrix = arrow_matrix(body, self.spec, self.max_rows, self.unseen, self.on_unseen)
+        return answer(matrix)
 
     async def _body(self, request: Request) -> bytes | None:
         """The body, or None as soon as it passes the limit (counted as it streams in)."""

@@ -13,6 +13,7 @@ lands in the `missing` bin; credit_unseen_categories_total counts it by feature.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -32,6 +33,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from scoring.serving import metrics
+from scoring.serving.bulk_lane import BULK_NICENESS
 from scoring.stored_model.drift_reference import (
     DRIFT_REFERENCE_FILE,
     MISSING_BIN,
@@ -128,6 +130,9 @@ class DriftMonitor:
         threading.Thread(target=self._run, name="drift-monitor", daemon=True).start()
 
     def _run(self) -> None:
+        # Background work, like the bulk lane: when both cores are busy, requests come first.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICENESS)
         while True:
             time.sleep(DRAIN_INTERVAL_S)
             try:
@@ -146,15 +151,17 @@ class DriftMonitor:
         unseen = unseen_total - self._unseen_seen
         self._unseen_seen = unseen_total
         if blocks:
-            matrix = np.concatenate([m for m, _ in blocks]) if len(blocks) > 1 else blocks[0][0]
+            # Feature-major, each feature's values contiguous, transposed block by block (a
+            # whole second's transpose at once ran out of cache): a second of 31k rows x 189
+            # features bins in 18 ms (75 ms column by column from the row-major blocks).
+            columns = np.empty((len(self.reference.features), sum(len(p) for _, p in blocks)))
+            np.concatenate([m.T for m, _ in blocks], axis=1, out=columns)
             probabilities = np.concatenate([p for _, p in blocks])
             tick = _Tick(
                 at=now,
                 rows=len(probabilities),
                 approved=int(np.count_nonzero(probabilities < self.threshold)),
-                features=tuple(
-                    b.counts(matrix[:, i]) for i, b in enumerate(self.reference.features)
-                ),
+                features=tuple(b.counts(columns[i]) for i, b in enumerate(self.reference.features)),
                 score=self.reference.score.counts(probabilities),
                 unseen=unseen,
             )
