@@ -30,6 +30,7 @@ import orjson
 from bentoml.validators import ContentType
 from pydantic import AfterValidator, BaseModel, Field
 
+from scoring.bentoml_patches.json_body import WrittenKeys
 from scoring.serving.arrow_form import ArrowForm
 from scoring.serving.bulk_lane import in_bulk_lane
 from scoring.serving.features import (
@@ -77,6 +78,8 @@ Applications = Annotated[
     list[Application],
     row_limit(SETTINGS.max_rows_per_request),
     AfterValidator(records_to_matrix),
+    # Every feature is required and no other key allowed: a row held one key per feature.
+    WrittenKeys(np.size),
     Field(description="loan applications, one record of feature name → value each"),
 ]
 
@@ -102,6 +105,7 @@ CompactApplications = Annotated[
     # An all-numeric model's rows are parsed as numbers straight away (the fast path).
     NumericCompactTable if SPEC.numeric_only else CompactTable,
     AfterValidator(_compact_matrix),
+    WrittenKeys(lambda _: 2),  # "columns" and "data", both required, nothing else allowed
     Field(examples=[{"columns": list(EXAMPLE), "data": [list(EXAMPLE.values())]}]),
 ]
 

@@ -219,6 +219,54 @@ def _deserialize(body: bytes) -> object:
     return json_body._deserialize_model(JSONSerde(), Payload((body,)), _input_spec())
 
 
+def _score_marked(
+    self,
+    rows: Annotated[
+        list[Row], json_body.WrittenKeys(lambda rows: sum(len(r.model_fields_set) for r in rows))
+    ],
+    top_k: int = 5,
+) -> None:
+    """The stand-in, its rows marked with the keys they held."""
+
+
+@pytest.mark.parametrize(
+    ("body", "cleared", "refused"),
+    [
+        (
+            b'{"rows": [{"AMT_CREDIT": 1, "CNT_CHILDREN": 0},'
+            b' {"AMT_CREDIT": null, "CNT_CHILDREN": 2}],'
+            b' "top_k": 3}',
+            1,
+            [],
+        ),
+        (
+            b'{"rows": [{"AMT_CREDIT": 1, "CNT_CHILDREN": 1, "ORGANIZATION_TYPE": "Trade: 3"}]}',
+            0,
+            [],
+        ),
+        (
+            b'{"rows": [{"CNT_CHILDREN": 1, "AMT_CREDIT": 2, "CNT_CHILDREN": 1}]}',
+            0,
+            ["repeated_key"],
+        ),
+        (b'{"rows": [], "top_k": 3, "top_k": 4}', 0, ["repeated_key"]),
+    ],
+    ids=["no repeat", "colon in a string", "repeat in a row", "repeat at the top"],
+)
+def test_marked_fields_clear_a_body_by_its_key_count_and_nothing_else(body, cleared, refused):
+    """The count only clears a body whose colons are all keys the model holds; a repeat is
+    still found and named, and a colon inside a string is not taken for one."""
+    spec = json_body._from_input(IODescriptor, _score_marked, skip_self=True)
+    before = json_body.report()["bodies_cleared_by_key_count"]
+    try:
+        json_body._deserialize_model(JSONSerde(), Payload((body,)), spec)
+        errors = []
+    except ValidationError as error:
+        errors = [e["type"] for e in error.errors()]
+    assert errors == refused
+    assert json_body.report()["bodies_cleared_by_key_count"] - before == cleared
+
+
 def test_patched_input_models_refuse_unknown_fields_naming_them():
     with pytest.raises(ValidationError) as refused:
         _deserialize(b'{"rows": [], "top_k ": 3}')

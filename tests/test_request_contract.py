@@ -80,6 +80,20 @@ def test_a_repeated_key_on_explain_is_refused_too(client, row):
     assert error["field"] == "top_k"
 
 
+def test_a_body_without_repeats_is_cleared_by_its_key_count_alone(client, row, monkeypatch):
+    """The fast road of the repeated-key check: rows of required features say how many keys
+    they held, so a body whose colons match is not parsed a second time."""
+    from scoring.bentoml_patches import json_body
+
+    def second_parse(body: bytes) -> None:
+        raise AssertionError(f"parsed again: {body[:60]!r}")
+
+    monkeypatch.setattr(json_body, "repeated_keys", second_parse)
+    compact = {"table": {"columns": list(row), "data": [list(row.values())] * 2}}
+    for path, body in (("/predict", {"applications": [row, row]}), ("/predict_compact", compact)):
+        assert client.post(path, json=body).status_code == 200, path
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
     [
