@@ -59,10 +59,11 @@ class Settings(BaseSettings):
     never wait behind it."""
     bulk_body_bytes: int = Field(64 * 1024, ge=1)
     """A JSON body at least this large is validated in the bulk lane, off the event loop."""
-    gil_switch_ms: float = Field(1.0, gt=0, le=100)
+    gil_switch_ms: float = Field(0.2, gt=0, le=100)
     """How long one Python thread may hold the GIL while another waits (Python's default is
     5 ms). Bulk bodies are validated in a thread; a shorter interval lets the event loop in
-    sooner to answer single applications meanwhile."""
+    sooner to answer single applications meanwhile (measured: paced singles under compact bulk
+    at p50 3.6 ms with 0.2, 5.1 ms with 1; 0.1 gained nothing more)."""
     request_timeout_s: int = Field(30, ge=1)
     """Longest a request may run before a 504; the Kubernetes grace period must cover it."""
     unseen_category: Literal["reject", "missing"] = "reject"
