@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import inspect
 import json
 import shutil
@@ -64,6 +65,7 @@ def test_every_patch_reports_its_state():
         "form_body",
         "json_body",
         "request_timeout",
+        "response_headers",
         "worker_sockets",
     }
 
@@ -517,3 +519,45 @@ def test_canary_upstream_takes_one_of_two_parts_with_the_same_name():
         assert Path(parsed.file).read_bytes() == b"a,b\n1,2"
     finally:
         shutil.rmtree(twice.state.temp_dir, ignore_errors=True)
+
+
+# The upstream method's source when response_headers.py was written from it.
+UPSTREAM_RESPONSE_HEADERS_SHA256 = (
+    "5c3537e5a178f15685e23b6cfd70f69dcf97553b5de53f1e887f9b7f6316e45f"
+)
+
+
+def test_canary_upstream_response_headers_are_unchanged_and_still_injected():
+    """response_headers.py copies BentoML's `_add_response_headers` minus its `@inject`: when
+    upstream changes that method (or drops the injection), re-read it and update the copy."""
+    from scoring.bentoml_patches import response_headers
+
+    upstream = response_headers.UPSTREAM_ADD_RESPONSE_HEADERS
+    assert hasattr(upstream, "__wrapped__"), "upstream no longer wraps it with @inject"
+    source = inspect.getsource(upstream.__wrapped__)
+    assert "Provide[BentoMLContainer.logging_formatting]" in source
+    assert hashlib.sha256(source.encode()).hexdigest() == UPSTREAM_RESPONSE_HEADERS_SHA256, (
+        "upstream _add_response_headers changed: re-check bentoml_patches/response_headers.py"
+    )
+
+
+@pytest.mark.parametrize("request_id", [None, 0x1234ABCD])
+def test_patched_response_headers_equal_upstreams(request_id):
+    from types import SimpleNamespace
+
+    from bentoml._internal.context import trace_context
+    from starlette.responses import Response
+
+    from scoring.bentoml_patches import response_headers
+
+    factory = SimpleNamespace(service=SimpleNamespace(name="credit_scoring"))
+    trace_context.request_id = request_id
+    try:
+        upstream, patched = Response(b"{}"), Response(b"{}")
+        response_headers.UPSTREAM_ADD_RESPONSE_HEADERS(factory, upstream)
+        response_headers._add_response_headers(factory, patched)
+    finally:
+        trace_context.request_id = None
+    assert dict(patched.headers) == dict(upstream.headers)
+    assert patched.headers["server"] == "BentoML Service/credit_scoring"
+    assert ("x-bentoml-request-id" in patched.headers) == (request_id is not None)

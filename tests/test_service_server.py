@@ -392,12 +392,18 @@ def test_the_scoring_api_methods_are_bound_once_in_the_server(server, demo_rows)
     connection = http.client.HTTPConnection(host, int(port), timeout=30)  # one worker answers
     body = json.dumps({"applications": demo_rows[:1]}).encode()
     connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
-    assert connection.getresponse().read()
+    scored = connection.getresponse()
+    assert scored.read()
     connection.request("GET", "/version")
-    report = json.loads(connection.getresponse().read())["bentoml_patches"]["bound_api_methods"]
+    patches = json.loads(connection.getresponse().read())["bentoml_patches"]
     connection.close()
+    report = patches["bound_api_methods"]
     assert report["active"], report
     assert "predict" in report["bound_once"], report
+    # BentoML's headers, added by response_headers.py (no dependency lookup per request).
+    assert patches["response_headers"]["active"], patches
+    assert patches["response_headers"]["responses"] > 0, patches
+    assert scored.headers["server"] == "BentoML Service/credit_scoring"
 
 
 def test_a_bulk_request_is_parsed_and_scored_in_the_low_priority_lane_beside_the_queue(

@@ -25,6 +25,7 @@ from scoring.bentoml_patches import (
     form_body,
     json_body,
     request_timeout,
+    response_headers,
     worker_sockets,
 )
 
@@ -43,6 +44,7 @@ _REPORTS: dict[str, Callable[[], dict[str, Any]]] = {
     "form_body": form_body.report,
     "json_body": json_body.report,
     "request_timeout": request_timeout.report,
+    "response_headers": response_headers.report,
     "worker_sockets": worker_sockets.report,
 }
 
@@ -78,6 +80,7 @@ def install(
     form_body.install()
     json_body.install(offload, offload_bytes)
     request_timeout.install()
+    response_headers.install()
     worker_sockets.install(workers, bentoml.server_context.worker_index)
     active = report()
     log.info("BentoML %s patches installed: %s", bentoml.__version__, ", ".join(active))
