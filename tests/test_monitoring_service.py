@@ -20,6 +20,21 @@ def monitoring(client) -> dict:
     return response.json()
 
 
+def settled_rows(client) -> int:
+    """The rows counted once everything scored so far (by earlier tests too) is drained: the
+    count stops moving for longer than a drain interval."""
+    from scoring.serving.monitoring import DRAIN_INTERVAL_S
+
+    rows = monitoring(client)["rows"]
+    for _ in range(20):
+        time.sleep(DRAIN_INTERVAL_S + 0.3)
+        now = monitoring(client)["rows"]
+        if now == rows:
+            return rows
+        rows = now
+    raise AssertionError("the drift counts never settled")
+
+
 def wait_for_rows(client, rows: int, timeout_s: float = 10) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -41,7 +56,7 @@ def test_version_says_monitoring_is_on_and_names_the_reference(client, productio
 
 
 def test_every_scoring_route_feeds_the_drift_counts(client, demo_rows):
-    before = monitoring(client)["rows"]
+    before = settled_rows(client)
     rows = demo_rows[:40]
     assert client.post("/predict", json={"applications": rows[:10]}).status_code == 200
     table = {"columns": list(rows[0]), "data": [list(r.values()) for r in rows[10:25]]}
@@ -78,7 +93,7 @@ def test_bulk_requests_scored_in_the_bulk_lane_feed_the_drift_counts_too(client,
 
     bulk = Settings.from_env({}).bulk_rows  # this many rows or more take the bulk lane
     rows = demo_rows[: 2 * bulk]
-    before = monitoring(client)["rows"]
+    before = settled_rows(client)
     assert client.post("/predict", json={"applications": rows[:bulk]}).status_code == 200
     table = {"columns": list(rows[0]), "data": [list(r.values()) for r in rows[bulk:]]}
     assert client.post("/predict_compact", json={"table": table}).status_code == 200

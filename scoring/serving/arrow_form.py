@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -70,24 +71,28 @@ class ArrowBodyError(ValueError):
         self.field = field
 
 
-def arrow_matrix(
-    body: bytes,
-    spec: FeatureSpec,
-    max_rows: int,
-    unseen: UnseenCategory,
-    on_unseen: Callable[[str], None],
-) -> np.ndarray:
-    """An Arrow IPC stream → the float64 matrix the model scores, columns in model order."""
+@dataclass(frozen=True)
+class _Layout:
+    """Where each model feature sits in a body's columns, and what to check, for one schema: a
+    bulk client sends the same columns request after request, so it is worked out once."""
+
+    numeric: list[int]  # model positions of the number features
+    numeric_sources: list[int]  # ... and their columns in the body
+    numeric_names: list[str]
+    required: list[int]  # indexes into numeric: integer features (no null)
+    whole: list[int]  # ... integer features sent as a floating column (checked for fractions)
+    other: list[tuple[int, int, str]]  # (position, column, name): categorical and boolean
+
+
+MAX_LAYOUTS = 64  # schemas remembered per process (a client with a new layout per request)
+
+
+def _layout(schema: pa.Schema, spec: FeatureSpec) -> _Layout:
     try:
-        table = pa.ipc.open_stream(body).read_all()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as error:
-        raise ArrowBodyError("body", f"not an Arrow IPC stream: {error}") from None
-    try:
-        check_row_count(table.num_rows, max_rows)
-        order = model_order(table.column_names, spec)
+        order = model_order(schema.names, spec)
     except RequestError as error:
         raise ArrowBodyError("body", str(error)) from None
-    types = table.schema.types
+    types = schema.types
     numeric = [
         position
         for position, name in enumerate(spec.names)
@@ -97,37 +102,75 @@ def arrow_matrix(
         kind, name = types[order[position]], spec.names[position]
         if kind not in NUMBER_TYPES:
             raise ArrowBodyError(name, f"{name} must be a number column, got {kind}")
-    matrix = np.empty((table.num_rows, len(spec.names)), dtype=np.float64)
-    block = _number_block(
-        table, [order[p] for p in numeric], [spec.names[p] for p in numeric], spec
+    names = [spec.names[p] for p in numeric]
+    required = [i for i, name in enumerate(names) if name in spec.integer]
+    return _Layout(
+        numeric=numeric,
+        numeric_sources=[order[p] for p in numeric],
+        numeric_names=names,
+        required=required,
+        whole=[i for i in required if pa.types.is_floating(types[order[numeric[i]]])],
+        other=[
+            (position, order[position], name)
+            for position, name in enumerate(spec.names)
+            if name in spec.categories or name in spec.boolean
+        ],
     )
+
+
+def arrow_matrix(
+    body: bytes,
+    spec: FeatureSpec,
+    max_rows: int,
+    unseen: UnseenCategory,
+    on_unseen: Callable[[str], None],
+    layouts: dict[pa.Schema, _Layout] | None = None,
+) -> np.ndarray:
+    """An Arrow IPC stream → the float64 matrix the model scores, columns in model order.
+    `layouts`: a cache of the schemas seen so far (see _Layout)."""
+    try:
+        table = pa.ipc.open_stream(body).read_all()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as error:
+        raise ArrowBodyError("body", f"not an Arrow IPC stream: {error}") from None
+    try:
+        check_row_count(table.num_rows, max_rows)
+    except RequestError as error:
+        raise ArrowBodyError("body", str(error)) from None
+    layout = None if layouts is None else layouts.get(table.schema)
+    if layout is None:
+        layout = _layout(table.schema, spec)
+        if layouts is not None:
+            if len(layouts) >= MAX_LAYOUTS:
+                layouts.clear()
+            layouts[table.schema] = layout
+    matrix = np.empty((table.num_rows, len(spec.names)), dtype=np.float64)
+    block = _number_block(table, layout)
     if block is not None:
-        matrix[:, numeric] = block
+        matrix[:, layout.numeric] = block
     else:  # a column to look at closely: each converted, or the cell it refuses named
-        for position in numeric:
-            name = spec.names[position]
-            column = table.column(order[position])
-            matrix[:, position] = _numbers(column, name, required=name in spec.integer)
-    for position, name in enumerate(spec.names):
+        for position, source, name in zip(
+            layout.numeric, layout.numeric_sources, layout.numeric_names, strict=True
+        ):
+            required = name in spec.integer
+            matrix[:, position] = _numbers(table.column(source), name, required=required)
+    for position, source, name in layout.other:
+        column = table.column(source)
         if name in spec.categories:
-            column = table.column(order[position])
             matrix[:, position] = _category_codes(column, name, spec, unseen, on_unseen)
-        elif name in spec.boolean:
-            matrix[:, position] = _booleans(table.column(order[position]), name)
+        else:
+            matrix[:, position] = _booleans(column, name)
     return matrix
 
 
-def _number_block(
-    table: pa.Table, sources: list[int], names: list[str], spec: FeatureSpec
-) -> np.ndarray | None:
+def _number_block(table: pa.Table, layout: _Layout) -> np.ndarray | None:
     """All number columns at once, when they hold what the contract allows: one conversion to
     a float64 block (nulls as NaN) and one count of its non-finite values against the nulls,
     instead of a few calls per column. None when a column needs a closer look."""
-    if not sources:
+    if not layout.numeric:
         return np.empty((table.num_rows, 0))
-    numbers = table.select(sources).combine_chunks()
+    numbers = table.select(layout.numeric_sources).combine_chunks()
     nulls = [column.null_count for column in numbers.columns]
-    if any(nulls[i] for i, name in enumerate(names) if name in spec.integer):
+    if any(nulls[i] for i in layout.required):
         return None  # an integer feature must be present
     try:
         block = np.asarray(numbers.to_batches()[0].to_tensor(null_to_nan=True, row_major=False))
@@ -136,10 +179,11 @@ def _number_block(
     # A null arrives as NaN: the block is clean when its non-finite values are its nulls.
     if np.count_nonzero(~np.isfinite(block)) != sum(nulls):
         return None
-    integers = [i for i, name in enumerate(names) if name in spec.integer]
-    whole = block[:, integers]
-    if not np.array_equal(whole, np.round(whole)):
-        return None
+    # An integer column holds whole numbers by its type; a floating one is checked.
+    if layout.whole:
+        whole = block[:, layout.whole]
+        if not np.array_equal(whole, np.round(whole)):
+            return None
     return block
 
 
@@ -203,9 +247,12 @@ def _category_codes(
         expected = "strings (plain or dictionary-encoded)" if strings else "integers"
         raise ArrowBodyError(name, f"{name} must hold its categories as {expected}, got {kind}")
     codes = pc.index_in(column, value_set=_value_set(categories, column.type))
-    present = column.is_valid().to_numpy(zero_copy_only=False)
-    coded = codes.is_valid().to_numpy(zero_copy_only=False)
-    unseen_rows = np.flatnonzero(present & ~coded)
+    unseen_rows: np.ndarray = np.empty(0, dtype=np.intp)
+    # A null stays null and an unseen category becomes one: more nulls means something unseen.
+    if codes.null_count != column.null_count:
+        present = column.is_valid().to_numpy(zero_copy_only=False)
+        coded = codes.is_valid().to_numpy(zero_copy_only=False)
+        unseen_rows = np.flatnonzero(present & ~coded)
     for _ in unseen_rows:
         on_unseen(name)
     if unseen_rows.size and unseen == "reject":
@@ -238,6 +285,7 @@ class ArrowForm:
         self.spec, self.max_rows, self.max_body_bytes = spec, max_rows, max_body_bytes
         self.unseen, self.on_unseen = unseen, on_unseen
         self.answer: Answer | None = None
+        self.layouts: dict[pa.Schema, _Layout] = {}  # used by the bulk lane's thread only
         self.route = Route(PATH, self.predict_arrow, methods=["POST"])
 
     def attach(self, answer: Answer) -> None:
@@ -263,7 +311,9 @@ class ArrowForm:
         return Response(content, media_type="application/json")
 
     def _answered(self, body: bytes, answer: Answer) -> bytes:
-        matrix = arrow_matrix(body, self.spec, self.max_rows, self.unseen, self.on_unseen)
+        matrix = arrow_matrix(
+            body, self.spec, self.max_rows, self.unseen, self.on_unseen, self.layouts
+        )
         return answer(matrix)
 
     async def _body(self, request: Request) -> bytes | None:

