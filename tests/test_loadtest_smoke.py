@@ -95,3 +95,22 @@ def test_the_benchmark_sets_up_every_server_it_compares(tmp_path):
     expected = {"this service", bench.BOOSTER_VARIANT, "HTTP floor", bench.EQUAL_FLOOR}
     assert expected | {bench.MLSERVER, bench.NO_MONITORING} <= names
     assert bench.EQUAL_FLOOR.startswith(f"HTTP floor, {bench.SERVICE_WORKERS} processes")
+
+
+def test_bulk_figures_are_the_median_round_each_on_new_connections(monkeypatch, tmp_path):
+    """The selection only (wrk stands in with canned rounds, as a real run's draws vary): the
+    median round is reported, not the best, and each round is its own wrk run."""
+    from loadtest import bench
+
+    rounds = iter([{"rows_per_s": 88.0}, {"rows_per_s": 48.0}, {"rows_per_s": 89.0}])
+    calls = []
+
+    def one_round(url, bodies, clients, duration, rows, content_type=""):
+        calls.append(duration)
+        return next(rounds)
+
+    monkeypatch.setattr(bench, "wrk", one_round)
+    assert bench.bulk_median("http://127.0.0.1:1/predict", tmp_path / "b", 9.0) == {
+        "rows_per_s": 88.0
+    }
+    assert calls == [3.0, 3.0, 3.0]
