@@ -13,6 +13,7 @@ import sys
 import timeit
 from typing import Annotated, Any
 
+import numpy as np
 from _bentoml_impl.serde import JSONSerde, Payload
 from _bentoml_sdk.io_models import IODescriptor
 from pydantic import AfterValidator
@@ -57,10 +58,15 @@ def _input_models(records: list[dict]) -> tuple[type, type]:
     def predict_compact(self, table): ...
 
     predict.__annotations__["applications"] = Annotated[
-        list[application], row_limit(5000), AfterValidator(records_to_matrix)
+        list[application],
+        row_limit(5000),
+        AfterValidator(records_to_matrix),
+        json_body.WrittenKeys(np.size),
     ]
     predict_compact.__annotations__["table"] = Annotated[
-        table_type, AfterValidator(lambda t: compact_to_matrix(t, spec, 5000))
+        table_type,
+        AfterValidator(lambda t: compact_to_matrix(t, spec, 5000)),
+        json_body.WrittenKeys(lambda _: 2),
     ]
     return (
         IODescriptor.from_input(predict, skip_self=True),

@@ -243,6 +243,11 @@ def _score_marked(
         ),
         (
             b'{"rows": [{"AMT_CREDIT": 1, "CNT_CHILDREN": 1, "ORGANIZATION_TYPE": "Trade: 3"}]}',
+            1,
+            [],
+        ),
+        (
+            b'{"rows": [{"AMT_CREDIT": 1, "CNT_CHILDREN": 1, "ORGANIZATION_TYPE": "Trade : 3"}]}',
             0,
             [],
         ),
@@ -253,11 +258,18 @@ def _score_marked(
         ),
         (b'{"rows": [], "top_k": 3, "top_k": 4}', 0, ["repeated_key"]),
     ],
-    ids=["no repeat", "colon in a string", "repeat in a row", "repeat at the top"],
+    ids=[
+        "no repeat",
+        "colon in a string",
+        "colon after a space in a string",
+        "repeat in a row",
+        "repeat at the top",
+    ],
 )
 def test_marked_fields_clear_a_body_by_its_key_count_and_nothing_else(body, cleared, refused):
-    """The count only clears a body whose colons are all keys the model holds; a repeat is
-    still found and named, and a colon inside a string is not taken for one."""
+    """The count only clears a body whose colons are all keys the model holds, colons inside
+    strings set aside where they are told apart (after a letter); otherwise (after a space)
+    the body is parsed again. A repeat is still found and named; a colon is never one."""
     spec = json_body._from_input(IODescriptor, _score_marked, skip_self=True)
     before = json_body.report()["bodies_cleared_by_key_count"]
     try:

@@ -121,9 +121,14 @@ def _deserialize_model(self: JSONSerde, payload: Payload, cls: type[Any]) -> Any
         if repeated:  # the repeat is the first thing to fix: it may be why the rest failed
             raise _repeated_key_error(cls.__name__, repeated) from None
         raise
-    if body.count(b":") == keys_held(model):
-        _OFFLOADING.counted += 1
-        return model  # each colon is a key the model holds: none was repeated
+    held = keys_held(model)
+    if held is not None:
+        colons = body.count(b":")
+        # Each colon is a key the model holds, once those inside strings are set aside (as in
+        # repeated_keys: a colon after anything but a quote or whitespace): none was repeated.
+        if colons == held or colons - len(_STRING_COLON.findall(body)) == held:
+            _OFFLOADING.counted += 1
+            return model
     repeated = repeated_keys(body)
     if repeated:
         raise _repeated_key_error(cls.__name__, repeated)
