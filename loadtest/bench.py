@@ -117,6 +117,17 @@ class Measurement:
     errors: int
 
 
+def _wrk_script() -> Path:
+    """The Lua script, written once per run and atomically: the mixed load runs two wrk at once,
+    and a rewrite under one of them left it reading a truncated script (no figures)."""
+    script = BUILD / "bench.lua"
+    if not script.exists() or script.read_text() != WRK_SCRIPT:
+        draft = script.with_suffix(f".{os.getpid()}.tmp")
+        draft.write_text(WRK_SCRIPT)
+        draft.replace(script)
+    return script
+
+
 def wrk(
     url: str,
     bodies: Path,
@@ -129,8 +140,7 @@ def wrk(
     content_type: str = "",
 ) -> dict:
     """`content_type` other than JSON: `bodies` is one binary body, sent as that type."""
-    script = BUILD / "bench.lua"
-    script.write_text(WRK_SCRIPT)
+    script = _wrk_script()
     host, path = url.split("/", 3)[2], "/" + url.split("/", 3)[3]
     result = subprocess.run(
         [
