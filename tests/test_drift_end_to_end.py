@@ -94,8 +94,8 @@ def values(prometheus: str, expr: str, label: str) -> dict[str, float]:
 
 
 class Traffic:
-    """Four client connections scoring rows in a loop (so both workers get some), with the
-    rows switched between phases; counts every row answered."""
+    """Four clients scoring rows in a loop, each request on a new connection (so both workers
+    get some), with the rows switched between phases; counts every row answered."""
 
     def __init__(self, url: str, rows: list[dict]) -> None:
         self.url, self.rows, self.answered, self.errors = url, rows, 0, []
@@ -104,21 +104,22 @@ class Traffic:
         self._threads = [threading.Thread(target=self._send, args=(i,)) for i in range(4)]
 
     def _send(self, offset: int) -> None:
-        with requests.Session() as session:
-            i = offset * ROWS_PER_REQUEST
-            while not self._stop.is_set():
-                rows = self.rows
-                batch = [rows[(i + k) % len(rows)] for k in range(ROWS_PER_REQUEST)]
-                i += 4 * ROWS_PER_REQUEST
-                response = session.post(
-                    f"{self.url}/predict", json={"applications": batch}, timeout=30
-                )
-                with self._lock:
-                    if response.status_code == 200:
-                        self.answered += len(batch)
-                    else:
-                        self.errors.append(response.text[:300])
-                time.sleep(0.02)
+        i = offset * ROWS_PER_REQUEST
+        while not self._stop.is_set():
+            rows = self.rows
+            batch = [rows[(i + k) % len(rows)] for k in range(ROWS_PER_REQUEST)]
+            i += 4 * ROWS_PER_REQUEST
+            # A new connection per request: the kernel hashes each connection to one worker,
+            # and four kept-alive ones all landed on the same worker in 1 draw of 8.
+            response = requests.post(
+                f"{self.url}/predict", json={"applications": batch}, timeout=30
+            )
+            with self._lock:
+                if response.status_code == 200:
+                    self.answered += len(batch)
+                else:
+                    self.errors.append(response.text[:300])
+            time.sleep(0.02)
 
     def __enter__(self) -> Traffic:
         for thread in self._threads:
