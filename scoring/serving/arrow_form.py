@@ -3,8 +3,9 @@
 A 500-row body in the records form is 3 MB of JSON and ~18 ms of validation; the compact form
 ~1.3 MB and ~5 ms; the compiled forest scores those 500 rows in ~9 ms on one thread. In Arrow's
 IPC stream format (`application/vnd.apache.arrow.stream`, what `pyarrow.ipc.new_stream`, Polars,
-DuckDB and Spark write) the columns arrive typed, so checking them is a handful of vectorised
-operations per column and the body costs almost nothing to read.
+DuckDB and Spark write) the columns arrive typed: the number columns are checked as one float
+block, the few categorical and boolean ones with a few vectorised operations each (1.3 ms for
+500 x 189), and the body costs almost nothing to read.
 
 The contract is the JSON one, column by column (features.py): every model feature exactly once,
 by name, in any order, and nothing else; float features take integer or floating columns with
