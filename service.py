@@ -284,37 +284,29 @@ class CreditScoring:
         record(probabilities, rejected)
         return rejected
 
-    def _decide(self, probabilities: np.ndarray) -> list[Prediction]:
+    def _answers(self, probabilities: np.ndarray) -> list[dict]:
+        """Each row's answer, the fields of Prediction, decided and counted in the metrics."""
         rejected = self._decisions(probabilities)
-        # Built from values that hold by construction (a probability, one of two decisions):
-        # validating 500 answers again cost more than scoring them.
+        threshold, model = self.threshold, self.model_tag
         return [
-            Prediction.model_construct(
-                probability_of_default=p,
-                decision="reject" if r else "approve",
-                threshold=self.threshold,
-                model=self.model_tag,
-            )
+            {
+                "probability_of_default": p,
+                "decision": "reject" if r else "approve",
+                "threshold": threshold,
+                "model": model,
+            }
             for p, r in zip(probabilities.tolist(), rejected.tolist(), strict=True)
         ]
+
+    def _decide(self, probabilities: np.ndarray) -> list[Prediction]:
+        # Built from values that hold by construction (a probability, one of two decisions):
+        # validating 500 answers again cost more than scoring them.
+        return [Prediction.model_construct(**a) for a in self._answers(probabilities)]
 
     def _answer_json(self, rows: np.ndarray) -> bytes:
         """Score and decide `rows` into the JSON /predict answers, without building a model per
         row (the Arrow route's answer, made in the bulk lane)."""
-        probabilities = self._scored(rows, self.threads)
-        rejected = self._decisions(probabilities)
-        threshold, model = self.threshold, self.model_tag
-        return orjson.dumps(
-            [
-                {
-                    "probability_of_default": p,
-                    "decision": "reject" if r else "approve",
-                    "threshold": threshold,
-                    "model": model,
-                }
-                for p, r in zip(probabilities.tolist(), rejected.tolist(), strict=True)
-            ]
-        )
+        return orjson.dumps(self._answers(self._scored(rows, self.threads)))
 
     @batched_api(route="/predict")
     async def predict(

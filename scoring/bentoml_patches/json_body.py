@@ -122,13 +122,9 @@ def _deserialize_model(self: JSONSerde, payload: Payload, cls: type[Any]) -> Any
             raise _repeated_key_error(cls.__name__, repeated) from None
         raise
     held = keys_held(model)
-    if held is not None:
-        colons = body.count(b":")
-        # Each colon is a key the model holds, once those inside strings are set aside (as in
-        # repeated_keys: a colon after anything but a quote or whitespace): none was repeated.
-        if colons == held or colons - len(_STRING_COLON.findall(body)) == held:
-            _OFFLOADING.counted += 1
-            return model
+    if held is not None and _colons_are_keys(body, held):
+        _OFFLOADING.counted += 1
+        return model  # each colon is a key the model holds: none was repeated
     repeated = repeated_keys(body)
     if repeated:
         raise _repeated_key_error(cls.__name__, repeated)
@@ -165,15 +161,18 @@ def repeated_keys(body: bytes) -> list[tuple[KeyPath, int]] | None:
     except orjson.JSONDecodeError:
         # orjson refuses some JSON pydantic takes (1e400, which pydantic reads as infinity).
         return _exactly(body)
-    colons = body.count(b":")
-    keys = _keys_counted(document)
-    if colons == keys:
-        return []
-    # Colons inside strings ("Trade: type 3"): a key's colon follows its closing quote or
-    # whitespace, so a colon that follows anything else is inside a string and not a key's.
-    if colons - len(_STRING_COLON.findall(body)) == keys:
+    if _colons_are_keys(body, _keys_counted(document)):
         return []
     return _exactly(body)
+
+
+def _colons_are_keys(body: bytes, keys: int) -> bool:
+    """Whether the body's colons number exactly `keys` once those inside strings ("Trade: type
+    3") are set aside: a key's colon follows its closing quote or whitespace, so a colon that
+    follows anything else is inside a string and not a key's. The count can only exceed the
+    keys written, so equality means none was lost to a repeat."""
+    colons = body.count(b":")
+    return colons == keys or colons - len(_STRING_COLON.findall(body)) == keys
 
 
 def _keys_counted(document: Any) -> int:
