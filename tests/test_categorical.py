@@ -228,6 +228,28 @@ def test_compact_form_carries_categories_as_strings(server, rows):
     )
 
 
+def test_an_arrow_stream_of_the_pandas_frame_scores_as_lightgbm_does(server):
+    """As a bulk client sends it: the training-style frame straight to Arrow, pandas categories
+    as dictionary columns, the integer and boolean columns as pandas typed them."""
+    import pyarrow as pa
+
+    from loadtest.payloads import arrow_stream
+    from scoring.serving.arrow_form import ARROW_STREAM
+
+    frame, _ = applications(200, seed=3)
+    response = requests.post(
+        f"{server['url']}/predict_arrow",
+        data=arrow_stream(pa.Table.from_pandas(frame, preserve_index=False)),
+        headers={"Content-Type": ARROW_STREAM},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    served = np.array([p["probability_of_default"] for p in response.json()])
+    np.testing.assert_allclose(
+        served, reference_probabilities(server["tag"], as_records(frame)), rtol=0, atol=1e-9
+    )
+
+
 @pytest.mark.parametrize("kind", ["csv", "parquet-strings", "parquet-categorical"])
 def test_files_carry_categories_as_text_or_pandas_categories(server, rows, kind):
     frame = pd.DataFrame.from_records(rows)
