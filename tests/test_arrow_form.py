@@ -67,6 +67,43 @@ def _first_of_kind(production_model, demo_rows, kind: str) -> str:
     )
 
 
+def test_a_stream_in_several_batches_scores_as_one(client, demo_rows):
+    """A client may write its rows in several record batches (Spark and DuckDB do), with
+    dictionaries that differ from batch to batch."""
+    rows = demo_rows[:30]
+    table = table_of(rows)
+    strings = [i for i, kind in enumerate(table.schema.types) if pa.types.is_string(kind)]
+    batches = []
+    for batch in table.to_batches(max_chunksize=7):
+        for i in strings:  # each batch's own dictionary
+            batch = batch.set_column(i, batch.schema.names[i], batch.column(i).dictionary_encode())
+        batches.append(batch)
+    assert any(not batches[0][i].dictionary.equals(batches[1][i].dictionary) for i in strings)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batches[0].schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    body = sink.getvalue().to_pybytes()
+    assert len(list(pa.ipc.open_stream(body))) == 5
+    answer = post(client, body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == client.post("/predict", json={"applications": rows}).json()
+
+
+def test_a_schema_seen_before_is_not_trusted_for_a_body_with_other_types(
+    client, production_model, demo_rows
+):
+    """The layout worked out for a schema is reused only for the same schema: the same column
+    names with a string in a number column are still refused, after the good body was cached."""
+    name = _first_of_kind(production_model, demo_rows, "float")
+    good = post(client, stream(table_of(demo_rows[:5])))
+    assert good.status_code == 200, good.text
+    bad = post(client, stream(table_of(demo_rows[:5], **{name: pa.array(["lots"] * 5)})))
+    assert bad.status_code == 400, bad.text
+    assert names_the_field(bad.json(), name)
+    assert post(client, stream(table_of(demo_rows[:5]))).json() == good.json()
+
+
 @pytest.mark.parametrize(
     ("kind", "bad", "expected"),
     [
