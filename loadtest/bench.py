@@ -454,7 +454,11 @@ def main() -> int:
     tags, model_file, n_features = prepare_model(env)
     records = application_records(2000, n_features)
     model_dir = str(Path(model_file).parent)
-    ceiling_before = in_process_rows_per_s(model_dir, records[:BATCH_ROWS], CEILING_THREADS)
+    # The ceiling is measured three times: before the servers, right after the service's bulk
+    # figures and after the servers. This VM's speed drifts during a run (one run measured
+    # 85k rows/s before and after the servers, 106-114k in runs either side): the highest of
+    # the three makes the strictest ratio, and one of them sits beside the bulk figures.
+    ceilings = [in_process_rows_per_s(model_dir, records[:BATCH_ROWS], CEILING_THREADS)]
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     bodies = {
         "predict": (
@@ -535,6 +539,9 @@ def main() -> int:
                     results.append(Measurement(name, load, **stats))
                     print(f"   {results[-1]}", flush=True)
             if name == "this service":
+                ceilings.append(
+                    in_process_rows_per_s(model_dir, records[:BATCH_ROWS], CEILING_THREADS)
+                )
                 bulk = {
                     "records": (url, batch, ""),
                     "compact form": (url + "_compact", compact, ""),
@@ -551,11 +558,8 @@ def main() -> int:
                     url.removesuffix("/predict"), work / "reasons", args.duration
                 ):
                     results.append(measurement)
-    # Measured before and after the servers; the higher figure makes the stricter ratio.
-    ceiling = max(
-        ceiling_before, in_process_rows_per_s(model_dir, records[:BATCH_ROWS], CEILING_THREADS)
-    )
-    report = render(results, memory, ceiling, tags["compiled"], n_features, args.duration)
+    ceilings.append(in_process_rows_per_s(model_dir, records[:BATCH_ROWS], CEILING_THREADS))
+    report = render(results, memory, ceilings, tags["compiled"], n_features, args.duration)
     if overload_report:
         report += f"\nOverload ({OVERLOAD_CLIENTS} clients): {overload_report}\n"
     print(report)
@@ -565,7 +569,8 @@ def main() -> int:
             {
                 "results": [asdict(r) for r in results],
                 "memory_mb": {name: asdict(m) for name, m in memory.items()},
-                "in_process_rows_per_s": ceiling,
+                "in_process_rows_per_s": max(ceilings),
+                "in_process_rows_per_s_measured": ceilings,
             },
             indent=2,
         )
@@ -577,7 +582,7 @@ def main() -> int:
 def render(
     results: list[Measurement],
     memory: dict[str, ServerMemory],
-    ceiling: float,
+    ceilings: list[float],
     tag: str,
     n_features: int,
     duration: float,
@@ -601,9 +606,11 @@ def render(
             f"| {r.server} | {r.load} | {r.requests_per_s:,.0f} | {r.rows_per_s:,.0f} | "
             f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} |"
         )
+    ceiling = max(ceilings)
+    measured = ", ".join(f"{c:,.0f}" for c in ceilings)
     lines.append(
         f"| in-process compiled forest (the service's predictor) | {BATCH_ROWS}-row batches, "
-        f"{CEILING_THREADS} threads | – | "
+        f"{CEILING_THREADS} threads, best of 20, highest of {len(ceilings)} ({measured}) | – | "
         f"{ceiling:,.0f} | – | – | – |"
     )
     lines += ["", "| server | RSS, parent process | RSS, each other process (workers) |"]
