@@ -3,6 +3,7 @@ records form does, and is held to the same contract, column by column."""
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -159,3 +160,31 @@ def test_a_body_over_the_limit_is_a_413(client):
     answer = post(client, too_big)
     assert answer.status_code == 413
     assert answer.json()["field"] == "body"
+
+
+def test_a_string_column_pointing_past_its_data_is_a_400_not_a_crash(client, demo_rows):
+    """A hostile body: a categorical column whose offsets run past its character data. Arrow's
+    reader checks a batch's structure only; reading these cells would touch memory the body
+    does not hold."""
+    table = table_of(demo_rows[:5])
+    name = next(field.name for field in table.schema if field.type == pa.string())
+    # The last offset fits the data, so the reader's structural check passes; the second does not.
+    offsets = pa.py_buffer(np.array([0, 1_000_000, 4, 4, 4, 4], dtype=np.int32).tobytes())
+    hostile = pa.Array.from_buffers(pa.string(), 5, [None, offsets, pa.py_buffer(b"Cash")])
+    answer = post(client, stream(table.set_column(table.column_names.index(name), name, hostile)))
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["field"] == "body"
+    assert post(client, stream(table)).status_code == 200  # still serving
+
+
+@pytest.mark.parametrize("cut", [0.1, 0.5, 0.9, 0.999])
+def test_a_truncated_or_corrupted_stream_is_a_400(client, demo_rows, cut):
+    body = stream(table_of(demo_rows[:20]))
+    truncated = post(client, body[: int(len(body) * cut)])
+    assert truncated.status_code == 400, truncated.text
+    assert truncated.json()["field"] == "body"
+    at = int(len(body) * cut)
+    corrupted = post(
+        client, body[:at] + bytes(b ^ 0xFF for b in body[at : at + 64]) + body[at + 64 :]
+    )
+    assert corrupted.status_code in (200, 400), corrupted.text
