@@ -114,3 +114,25 @@ def test_bulk_figures_are_the_median_round_each_on_new_connections(monkeypatch, 
         "rows_per_s": 88.0
     }
     assert calls == [3.0, 3.0, 3.0]
+
+
+def test_mixed_load_figures_are_the_median_round_paced_and_bulk_together(monkeypatch, tmp_path):
+    """The selection only (wrk stands in with canned rounds): each round runs paced singles
+    beside the bulk on new connections; the round with the median bulk rate is reported, its
+    paced figures with it (not the best paced round, not another round's)."""
+    from loadtest import bench
+
+    bulk_rounds = iter([{"rows_per_s": 88.0}, {"rows_per_s": 48.0}, {"rows_per_s": 89.0}])
+    paced_rounds = iter([{"p99_ms": 9.0}, {"p99_ms": 5.0}, {"p99_ms": 30.0}])
+    durations = []
+
+    def one_run(url, bodies, clients, duration, rows, content_type="", delay_ms=0):
+        durations.append(duration)
+        return next(bulk_rounds if rows == bench.BATCH_ROWS else paced_rounds)
+
+    monkeypatch.setattr(bench, "wrk", one_run)
+    paced, bulk = bench.mixed_median(
+        "http://127.0.0.1:1/predict", tmp_path / "one", "http://127.0.0.1:1/b", tmp_path, "", 9.0
+    )
+    assert (paced, bulk) == ({"p99_ms": 9.0}, {"rows_per_s": 88.0})
+    assert durations == [3.0] * 6
