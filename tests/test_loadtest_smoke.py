@@ -135,4 +135,4 @@ def test_mixed_load_figures_are_the_median_round_paced_and_bulk_together(monkeyp
         "http://127.0.0.1:1/predict", tmp_path / "one", "http://127.0.0.1:1/b", tmp_path, "", 9.0
     )
     assert (paced, bulk) == ({"p99_ms": 9.0}, {"rows_per_s": 88.0})
-    assert durations == [3.0] * 6
+    assert durations == [9.0] * 6  # each round as long as the paced run alone
