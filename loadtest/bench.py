@@ -238,8 +238,7 @@ def mixed_median(
     in 2 draws of 16: one run measured the bulk at 0.43x its rate alone); the round with the
     median bulk rows/s, both of its figures. Each round lasts as long as the paced run alone
     it is compared with (like for like: a shorter round weighs the clients' connection start-up
-    more; one run in rounds of a third of the time measured 0.87-0.89x the rate alone, the
-    run before in whole-length runs 0.92-0.95x)."""
+    more)."""
     rounds = []
     for _ in range(BULK_ROUNDS):
         with ThreadPoolExecutor(max_workers=2) as pool:
