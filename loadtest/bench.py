@@ -29,6 +29,7 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -189,6 +190,11 @@ def wrk(
 BULK_ROUNDS = 3
 
 
+def _median_round(rounds: list, bulk: Callable[[Any], dict]) -> Any:
+    """The round whose bulk rows/s is the median of the BULK_ROUNDS rounds."""
+    return sorted(rounds, key=lambda r: bulk(r)["rows_per_s"])[BULK_ROUNDS // 2]
+
+
 def bulk_median(url: str, bodies: Path, duration: float, content_type: str = "") -> dict:
     """500-row bodies from BATCH_CLIENTS connections, in BULK_ROUNDS rounds of a third of the
     time, each round on new connections; the round with the median rows/s. With a handful of
@@ -206,7 +212,7 @@ def bulk_median(url: str, bodies: Path, duration: float, content_type: str = "")
         )
         for _ in range(BULK_ROUNDS)
     ]
-    return sorted(rounds, key=lambda r: r["rows_per_s"])[BULK_ROUNDS // 2]
+    return _median_round(rounds, lambda r: r)
 
 
 PACED_CLIENTS, PACE_MS = 20, 20  # at most ~1,000 single rows/s: well under capacity
@@ -253,7 +259,7 @@ def mixed_median(
             )
             paced = wrk(url, one, PACED_CLIENTS, duration, 1, delay_ms=PACE_MS)
             rounds.append((paced, streaming.result()))
-    return sorted(rounds, key=lambda r: r[1]["rows_per_s"])[BULK_ROUNDS // 2]
+    return _median_round(rounds, lambda r: r[1])
 
 
 def overload(url: str, bodies: Path, duration: float) -> str:
@@ -469,11 +475,15 @@ def main() -> int:
     tags, model_file, n_features = prepare_model(env)
     records = application_records(2000, n_features)
     model_dir = str(Path(model_file).parent)
+
     # The ceiling is measured three times: before the servers, right after the service's bulk
     # figures and after the servers. This VM's speed drifts during a run (one run measured
     # 85k rows/s before and after the servers, 106-114k in runs either side): the highest of
     # the three makes the strictest ratio, and one of them sits beside the bulk figures.
-    ceilings = [in_process_rows_per_s(model_dir, records[:BATCH_ROWS], CEILING_THREADS)]
+    def ceiling_now() -> float:
+        return in_process_rows_per_s(model_dir, records[:BATCH_ROWS], CEILING_THREADS)
+
+    ceilings = [ceiling_now()]
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     bodies = {
         "predict": (
@@ -554,9 +564,7 @@ def main() -> int:
                     results.append(Measurement(name, load, **stats))
                     print(f"   {results[-1]}", flush=True)
             if name == "this service":
-                ceilings.append(
-                    in_process_rows_per_s(model_dir, records[:BATCH_ROWS], CEILING_THREADS)
-                )
+                ceilings.append(ceiling_now())
                 bulk = {
                     "records": (url, batch, ""),
                     "compact form": (url + "_compact", compact, ""),
@@ -573,7 +581,7 @@ def main() -> int:
                     url.removesuffix("/predict"), work / "reasons", args.duration
                 ):
                     results.append(measurement)
-    ceilings.append(in_process_rows_per_s(model_dir, records[:BATCH_ROWS], CEILING_THREADS))
+    ceilings.append(ceiling_now())
     report = render(results, memory, ceilings, tags["compiled"], n_features, args.duration)
     if overload_report:
         report += f"\nOverload ({OVERLOAD_CLIENTS} clients): {overload_report}\n"

@@ -80,11 +80,7 @@ def test_a_stream_in_several_batches_scores_as_one(client, demo_rows):
             batch = batch.set_column(i, batch.schema.names[i], batch.column(i).dictionary_encode())
         batches.append(batch)
     assert any(not batches[0][i].dictionary.equals(batches[1][i].dictionary) for i in strings)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batches[0].schema) as writer:
-        for batch in batches:
-            writer.write_batch(batch)
-    body = sink.getvalue().to_pybytes()
+    body = stream(pa.Table.from_batches(batches))  # one record batch per chunk
     assert len(list(pa.ipc.open_stream(body))) == 5
     answer = post(client, body)
     assert answer.status_code == 200, answer.text
