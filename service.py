@@ -31,7 +31,7 @@ from bentoml.validators import ContentType
 from pydantic import AfterValidator, BaseModel, Field
 
 from scoring.bentoml_patches.json_body import WrittenKeys
-from scoring.serving.arrow_form import ArrowForm
+from scoring.serving.arrow_form import ArrowForm, ArrowRoute
 from scoring.serving.bulk_lane import in_bulk_lane
 from scoring.serving.features import (
     CompactTable,
@@ -85,8 +85,8 @@ Applications = Annotated[
 
 
 ENCODERS = encoders(SPEC, SETTINGS.unseen_category, on_unseen=count_unseen_category)
-# The binary bulk form: a Starlette route beside the service (BentoML would read its body as
-# JSON), answered in the bulk lane through the service's own scoring once the model is loaded.
+# The binary bulk form: served by its own ASGI middleware (BentoML would read its body as JSON),
+# answered in the bulk lane through the service's own scoring once the model is loaded.
 ARROW = ArrowForm(
     SPEC,
     SETTINGS.max_rows_per_request,
@@ -94,7 +94,6 @@ ARROW = ArrowForm(
     SETTINGS.unseen_category,
     count_unseen_category,
 )
-version_app.router.routes.append(ARROW.route)
 
 
 def _compact_matrix(table: CompactTable) -> np.ndarray:
@@ -437,3 +436,4 @@ def _bento_tag() -> str:
 
 
 install_request_guard(CreditScoring, SETTINGS)
+CreditScoring.add_asgi_middleware(ArrowRoute, form=ARROW)

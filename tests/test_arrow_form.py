@@ -149,13 +149,28 @@ def test_what_is_not_an_arrow_stream_is_refused_in_the_one_shape(client, demo_ro
     assert "at least one application" in empty.json()["error"]
 
 
-def test_a_body_over_the_limit_is_a_413(client):
+def test_a_body_over_the_limit_is_a_413_announced_or_chunked(client):
     from scoring.serving.settings import Settings
 
     too_big = b"\0" * (Settings.from_env({}).max_body_bytes + 1)
     answer = post(client, too_big)
     assert answer.status_code == 413
     assert answer.json()["field"] == "body"
+
+    def chunks():  # no content-length: counted as it streams in
+        for start in range(0, len(too_big), 1 << 20):
+            yield too_big[start : start + (1 << 20)]
+
+    chunked = post(client, chunks())
+    assert chunked.status_code == 413
+    assert chunked.json()["field"] == "body"
+
+
+def test_another_method_is_a_405_in_the_one_shape(client):
+    answer = client.get(PATH)
+    assert answer.status_code == 405
+    assert answer.json()["field"] == "method"
+    assert set(answer.json()) == {"error", "field", "detail"}
 
 
 def test_a_string_column_pointing_past_its_data_is_a_400_not_a_crash(client, demo_rows):

@@ -445,6 +445,14 @@ def test_the_arrow_form_scores_as_the_records_form_in_the_real_server(server, de
     )
     assert answer.status_code == 200, answer.text
     assert answer.json() == post(server, "/predict", {"applications": rows}).json()
+    # Served ahead of BentoML's router, yet inside its request metrics, like every route.
+    metrics = requests.get(f"{server}/metrics", timeout=10).text
+    counted = re.search(
+        r'bentoml_service_request_total\{endpoint="/predict_arrow",http_response_code="200"'
+        r"[^}]*\} (\S+)",
+        metrics,
+    )
+    assert counted is not None and float(counted.group(1)) >= 1, metrics[:2000]
 
 
 def test_the_real_server_refuses_what_could_be_read_two_ways_in_the_one_error_shape(
