@@ -452,7 +452,8 @@ def test_the_arrow_form_scores_as_the_records_form_in_the_real_server(server, de
         r"[^}]*\} (\S+)",
         metrics,
     )
-    assert counted is not None and float(counted.group(1)) >= 1, metrics[:2000]
+    assert counted is not None, metrics[:2000]
+    assert float(counted.group(1)) >= 1, metrics[:2000]
 
 
 def test_the_real_server_refuses_what_could_be_read_two_ways_in_the_one_error_shape(
