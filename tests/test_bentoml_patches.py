@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Annotated
+from typing import Annotated, Any
 
 import bentoml
 import pytest
@@ -64,6 +64,7 @@ def test_every_patch_reports_its_state():
         "bulk_bypass",
         "form_body",
         "json_body",
+        "json_response",
         "request_timeout",
         "response_headers",
         "worker_sockets",
@@ -573,3 +574,57 @@ def test_patched_response_headers_equal_upstreams(request_id):
     assert dict(patched.headers) == dict(upstream.headers)
     assert patched.headers["server"] == "BentoML Service/credit_scoring"
     assert ("x-bentoml-request-id" in patched.headers) == (request_id is not None)
+
+
+def _list_answer(values: list) -> Any:
+    """An API's list answer as BentoML builds it from the return annotation."""
+    from typing import Literal
+
+    from _bentoml_sdk.io_models import ensure_io_descriptor
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        probability_of_default: float
+        decision: Literal["approve", "reject"]
+        note: str | int | None = None
+
+    return ensure_io_descriptor(list[Answer])([Answer.model_construct(**v) for v in values])
+
+
+ANSWERS = [
+    {"probability_of_default": 0.1 + i / 7, "decision": "reject" if i % 2 else "approve"}
+    for i in range(5)
+] + [
+    {"probability_of_default": 1e-05, "decision": "approve", "note": "Trade: type 3, «é»"},
+    {"probability_of_default": 0.5, "decision": "reject", "note": None},
+]
+
+
+def test_canary_upstream_list_answers_are_still_written_by_the_standard_library():
+    """json_response.py replaces `json.dumps` in BentoML's list answers: when upstream writes
+    them another way (its separators are the standard library's), re-check the patch."""
+    from scoring.bentoml_patches import json_response
+
+    upstream = json_response.UPSTREAM_MODEL_DUMP_JSON(_list_answer(ANSWERS))
+    assert upstream == json.dumps(_list_answer(ANSWERS).model_dump(mode="json"))
+    assert '", "' in upstream, "upstream no longer writes with json.dumps' separators"
+
+
+def test_patched_list_answers_are_the_same_document_as_upstreams():
+    from scoring.bentoml_patches import json_response
+
+    answer = _list_answer(ANSWERS)
+    patched = json_response._model_dump_json(answer)
+    assert json.loads(patched) == json.loads(json_response.UPSTREAM_MODEL_DUMP_JSON(answer))
+    assert json.loads(patched)[5]["note"] == "Trade: type 3, «é»"
+    assert '", "' not in patched  # written by orjson, not the standard library
+
+
+def test_a_value_orjson_cannot_write_is_written_by_the_standard_library():
+    from scoring.bentoml_patches import json_response
+
+    before = json_response.report()["by_the_standard_library"]
+    huge = [{"probability_of_default": 0.5, "decision": "approve", "note": 2**70}]
+    written = json_response._model_dump_json(_list_answer(huge))
+    assert json.loads(written)[0]["note"] == 2**70
+    assert json_response.report()["by_the_standard_library"] == before + 1

@@ -403,6 +403,9 @@ def test_the_scoring_api_methods_are_bound_once_in_the_server(server, demo_rows)
     # BentoML's headers, added by response_headers.py (no dependency lookup per request).
     assert patches["response_headers"]["active"], patches
     assert patches["response_headers"]["responses"] > 0, patches
+    # The answer written by orjson (json_response.py), the same document.
+    assert patches["json_response"]["active"], patches
+    assert patches["json_response"]["answers"] > 0, patches
     assert scored.headers["server"] == "BentoML Service/credit_scoring"
 
 

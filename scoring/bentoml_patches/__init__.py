@@ -24,6 +24,7 @@ from scoring.bentoml_patches import (
     bulk_bypass,
     form_body,
     json_body,
+    json_response,
     request_timeout,
     response_headers,
     worker_sockets,
@@ -43,6 +44,7 @@ _REPORTS: dict[str, Callable[[], dict[str, Any]]] = {
     "bulk_bypass": bulk_bypass.report,
     "form_body": form_body.report,
     "json_body": json_body.report,
+    "json_response": json_response.report,
     "request_timeout": request_timeout.report,
     "response_headers": response_headers.report,
     "worker_sockets": worker_sockets.report,
@@ -79,6 +81,7 @@ def install(
     bulk_bypass.install(bulk_rows)
     form_body.install()
     json_body.install(offload, offload_bytes)
+    json_response.install()
     request_timeout.install()
     response_headers.install()
     worker_sockets.install(workers, bentoml.server_context.worker_index)
