@@ -65,6 +65,7 @@ def test_every_patch_reports_its_state():
         "form_body",
         "json_body",
         "json_response",
+        "request_metrics",
         "request_timeout",
         "response_headers",
         "worker_sockets",
@@ -628,3 +629,54 @@ def test_a_value_orjson_cannot_write_is_written_by_the_standard_library():
     written = json_response._model_dump_json(_list_answer(huge))
     assert json.loads(written)[0]["note"] == 2**70
     assert json_response.report()["by_the_standard_library"] == before + 1
+
+
+def test_canary_upstream_metrics_middleware_still_labels_each_metric_on_every_request():
+    """request_metrics.py caches the `.labels(...)` lookups BentoML's metrics middleware makes
+    per request: when upstream stops making them (or renames the metrics), re-check it."""
+    from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
+
+    from scoring.bentoml_patches import request_metrics
+
+    source = inspect.getsource(RunnerTrafficMetricsMiddleware.__call__)
+    for name in request_metrics.PER_REQUEST:
+        assert f"self.{name}.labels(" in source, f"upstream no longer labels {name} per request"
+    setup = inspect.getsource(request_metrics.UPSTREAM_SETUP.__wrapped__)
+    for name in request_metrics.PER_REQUEST:
+        assert f"self.{name} = " in setup, f"upstream _setup no longer creates {name}"
+
+
+def test_remembered_label_sets_are_prometheus_own_children_counted_the_same():
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+    from scoring.bentoml_patches import request_metrics
+
+    registry = CollectorRegistry()
+    names = ["endpoint", "http_response_code"]
+    metrics = {
+        "metrics_last_request_timestamp": Gauge("t", "t", ["endpoint"], registry=registry),
+        "metrics_request_in_progress": Gauge("p", "p", ["endpoint"], registry=registry),
+        "metrics_request_total": Counter("n", "n", names, registry=registry),
+        "metrics_request_duration": Histogram("d", "d", names, registry=registry),
+    }
+    middleware = SimpleNamespace(**metrics)
+    request_metrics.remember_label_sets(middleware)
+    total = middleware.metrics_request_total
+    for _ in range(3):
+        total.labels(endpoint="/predict", http_response_code=200).inc()
+    total.labels(endpoint="/predict", http_response_code=400).inc()
+    upstream_child = Counter.labels(total, endpoint="/predict", http_response_code=200)
+    assert total.labels(endpoint="/predict", http_response_code=200) is upstream_child
+    assert (
+        registry.get_sample_value("n_total", {"endpoint": "/predict", "http_response_code": "200"})
+        == 3
+    )
+    assert (
+        registry.get_sample_value("n_total", {"endpoint": "/predict", "http_response_code": "400"})
+        == 1
+    )
+    for path in range(request_metrics.LABEL_SETS * 2):  # a scan of paths: the cache stays small
+        total.labels(endpoint=f"/{path}", http_response_code=404)
+    assert total.labels.cache_info().currsize == request_metrics.LABEL_SETS

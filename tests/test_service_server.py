@@ -409,6 +409,30 @@ def test_the_scoring_api_methods_are_bound_once_in_the_server(server, demo_rows)
     assert scored.headers["server"] == "BentoML Service/credit_scoring"
 
 
+def test_bentoml_request_metrics_count_every_request_exactly(server, demo_rows):
+    """BentoML's request metrics, their label sets remembered (request_metrics.py), still count
+    each request once, under its status, summed over the workers."""
+
+    def counted(code: int) -> float:
+        metrics = requests.get(f"{server}/metrics", timeout=10).text
+        found = re.search(
+            rf'bentoml_service_request_total\{{endpoint="/predict",http_response_code="{code}"'
+            r"[^}]*\} (\S+)",
+            metrics,
+        )
+        return 0.0 if found is None else float(found.group(1))
+
+    before = counted(200), counted(400)
+    for _ in range(5):
+        assert post(server, "/predict", {"applications": [demo_rows[0]]}).status_code == 200
+    for _ in range(2):
+        assert post(server, "/predict", {"applications": []}).status_code == 400
+    assert (counted(200), counted(400)) == (before[0] + 5, before[1] + 2)
+    report = requests.get(f"{server}/version", timeout=10).json()["bentoml_patches"]
+    assert report["request_metrics"]["active"], report
+    assert report["request_metrics"]["middlewares_set_up"] >= 1, report
+
+
 def test_a_bulk_request_is_parsed_and_scored_in_the_low_priority_lane_beside_the_queue(
     server, production_model, demo_rows
 ):

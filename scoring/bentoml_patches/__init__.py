@@ -25,6 +25,7 @@ from scoring.bentoml_patches import (
     form_body,
     json_body,
     json_response,
+    request_metrics,
     request_timeout,
     response_headers,
     worker_sockets,
@@ -45,6 +46,7 @@ _REPORTS: dict[str, Callable[[], dict[str, Any]]] = {
     "form_body": form_body.report,
     "json_body": json_body.report,
     "json_response": json_response.report,
+    "request_metrics": request_metrics.report,
     "request_timeout": request_timeout.report,
     "response_headers": response_headers.report,
     "worker_sockets": worker_sockets.report,
@@ -82,6 +84,7 @@ def install(
     form_body.install()
     json_body.install(offload, offload_bytes)
     json_response.install()
+    request_metrics.install()
     request_timeout.install()
     response_headers.install()
     worker_sockets.install(workers, bentoml.server_context.worker_index)
