@@ -656,27 +656,59 @@ def test_remembered_label_sets_are_prometheus_own_children_counted_the_same():
     registry = CollectorRegistry()
     names = ["endpoint", "http_response_code"]
     metrics = {
-        "metrics_last_request_timestamp": Gauge("t", "t", ["endpoint"], registry=registry),
+        "metrics_last_request_timestamp": Gauge("t", "t", ["service_name"], registry=registry),
         "metrics_request_in_progress": Gauge("p", "p", ["endpoint"], registry=registry),
         "metrics_request_total": Counter("n", "n", names, registry=registry),
         "metrics_request_duration": Histogram("d", "d", names, registry=registry),
     }
     middleware = SimpleNamespace(**metrics)
-    request_metrics.remember_label_sets(middleware)
+    request_metrics.remember_label_sets(middleware, ["/predict"])
     total = middleware.metrics_request_total
     for _ in range(3):
         total.labels(endpoint="/predict", http_response_code=200).inc()
     total.labels(endpoint="/predict", http_response_code=400).inc()
     upstream_child = Counter.labels(total, endpoint="/predict", http_response_code=200)
     assert total.labels(endpoint="/predict", http_response_code=200) is upstream_child
-    assert (
-        registry.get_sample_value("n_total", {"endpoint": "/predict", "http_response_code": "200"})
-        == 3
+
+    def count(endpoint: str, code: str) -> float | None:
+        labels = {"endpoint": endpoint, "http_response_code": code}
+        return registry.get_sample_value("n_total", labels)
+
+    assert count("/predict", "200") == 3
+    assert count("/predict", "400") == 1
+    middleware.metrics_last_request_timestamp.labels(service_name="s").set(1)  # no endpoint
+    assert registry.get_sample_value("t", {"service_name": "s"}) == 1
+
+
+def test_paths_that_are_not_routes_are_counted_under_one_endpoint_label():
+    """A scan of random paths must not add a series per path (BentoML labels the raw path)."""
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+    from scoring.bentoml_patches import request_metrics
+
+    registry = CollectorRegistry()
+    names = ["endpoint", "http_response_code"]
+    middleware = SimpleNamespace(
+        metrics_last_request_timestamp=Gauge("t", "t", registry=registry),
+        metrics_request_in_progress=Gauge("p", "p", ["endpoint"], registry=registry),
+        metrics_request_total=Counter("n", "n", names, registry=registry),
+        metrics_request_duration=Histogram("d", "d", names, registry=registry),
     )
-    assert (
-        registry.get_sample_value("n_total", {"endpoint": "/predict", "http_response_code": "400"})
-        == 1
-    )
-    for path in range(request_metrics.LABEL_SETS * 2):  # a scan of paths: the cache stays small
-        total.labels(endpoint=f"/{path}", http_response_code=404)
-    assert total.labels.cache_info().currsize == request_metrics.LABEL_SETS
+    request_metrics.remember_label_sets(middleware, ["/predict", "/version"])
+    for path in range(request_metrics.LABEL_SETS * 2):
+        middleware.metrics_request_total.labels(
+            endpoint=f"/scan-{path}", http_response_code=404
+        ).inc()
+        middleware.metrics_request_in_progress.labels(endpoint=f"/scan-{path}").inc()
+    middleware.metrics_request_total.labels(endpoint="/version", http_response_code=200).inc()
+    endpoints = {
+        sample.labels["endpoint"]
+        for metric in registry.collect()
+        for sample in metric.samples
+        if "endpoint" in sample.labels
+    }
+    assert endpoints == {request_metrics.OTHER_ENDPOINT, "/version"}
+    other = {"endpoint": request_metrics.OTHER_ENDPOINT, "http_response_code": "404"}
+    assert registry.get_sample_value("n_total", other) == request_metrics.LABEL_SETS * 2

@@ -433,6 +433,25 @@ def test_bentoml_request_metrics_count_every_request_exactly(server, demo_rows):
     assert report["request_metrics"]["middlewares_set_up"] >= 1, report
 
 
+def test_a_scan_of_random_paths_adds_no_metric_series(server):
+    """BentoML labels its request metrics with the raw path: 2,000 random paths grew /metrics
+    from 272 KB to 8.1 MB. Paths that are no route are counted under one label instead."""
+    for number in range(40):
+        assert requests.get(f"{server}/scan-{number}", timeout=10).status_code == 404
+    assert requests.get(f"{server}/version", timeout=10).status_code == 200
+    metrics = requests.get(f"{server}/metrics", timeout=10).text
+    assert "scan-" not in metrics
+    other = re.search(
+        r'bentoml_service_request_total\{endpoint="\(other\)",http_response_code="404"'
+        r"[^}]*\} (\S+)",
+        metrics,
+    )
+    assert other is not None, metrics[:2000]
+    assert float(other.group(1)) >= 40
+    # The service's own routes keep their names.
+    assert 'endpoint="/version"' in metrics
+
+
 def test_a_bulk_request_is_parsed_and_scored_in_the_low_priority_lane_beside_the_queue(
     server, production_model, demo_rows
 ):

@@ -11,7 +11,7 @@ the bug it works around, and a test that it is active in a real `bentoml serve`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import bentoml
@@ -72,11 +72,13 @@ def install(
     bulk_rows: int,
     offload: json_body.Offload | None = None,
     offload_bytes: int = 0,
+    known_paths: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Install every patch in this process (call it at service import, before the service class
     is built) and return the report GET /version shows. Requests of `bulk_rows` rows or more
     skip the batching queue; `offload(function, *args)` parses JSON bodies of `offload_bytes` or
-    more off the event loop."""
+    more off the event loop; `known_paths` are the service's routes besides its APIs (request
+    metrics label any other path as one)."""
     check_version()
     batching_wait.install()
     bound_api_methods.install()
@@ -84,7 +86,7 @@ def install(
     form_body.install()
     json_body.install(offload, offload_bytes)
     json_response.install()
-    request_metrics.install()
+    request_metrics.install(known_paths)
     request_timeout.install()
     response_headers.install()
     worker_sockets.install(workers, bentoml.server_context.worker_index)

@@ -16,6 +16,7 @@ from bentoml.exceptions import NotFound
 from pydantic import BaseModel
 
 from scoring import bentoml_patches
+from scoring.serving.arrow_form import PATH as ARROW_PATH
 from scoring.serving.bulk_lane import in_bulk_lane
 from scoring.serving.features import FeatureSpec, application_model
 from scoring.serving.metrics import count_unseen_category
@@ -24,6 +25,9 @@ from scoring.serving.settings import Settings, SettingsError
 
 # `bentoml serve` and the container exit with this when the model cannot be served.
 CANNOT_SERVE_EXIT_CODE = 3
+# The service's routes besides its APIs (BentoML's probes and metrics, ours): the request
+# metrics label each by its path, and any other path as one (bentoml_patches/request_metrics.py).
+SERVICE_PATHS = (ARROW_PATH, "/version", "/monitoring", "/livez", "/readyz", "/healthz", "/metrics")
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,11 @@ def prepare_service() -> ServiceSetup:
     workers = settings.worker_count()
     sys.setswitchinterval(settings.gil_switch_ms / 1000)
     bentoml_patches.install(
-        workers, settings.bulk_rows, offload=in_bulk_lane, offload_bytes=settings.bulk_body_bytes
+        workers,
+        settings.bulk_rows,
+        offload=in_bulk_lane,
+        offload_bytes=settings.bulk_body_bytes,
+        known_paths=SERVICE_PATHS,
     )
     try:
         bento_model = bentoml.models.get(settings.model_tag)
