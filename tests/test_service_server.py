@@ -500,6 +500,17 @@ def test_the_arrow_form_scores_as_the_records_form_in_the_real_server(server, de
     )
     assert counted is not None, metrics[:2000]
     assert float(counted.group(1)) >= 1, metrics[:2000]
+    # A content type whose bytes are not UTF-8 (HTTP headers are Latin-1; the in-process test
+    # client re-encodes them, so only a real server sees the raw bytes): a 415, not a 500.
+    host, port = server.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    for path in (PATH, "/predict"):
+        connection.request("POST", path, b"x", {"Content-Type": b"application/\xff"})
+        refused = connection.getresponse()
+        assert refused.status == 415, (path, refused.read())
+        assert json.loads(refused.read())["field"] == "content-type"
+    connection.close()
+    assert_still_serving(server, rows[0])
 
 
 def test_the_real_server_refuses_what_could_be_read_two_ways_in_the_one_error_shape(

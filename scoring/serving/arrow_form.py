@@ -330,7 +330,9 @@ class ArrowForm:
         if self.answer is None:
             return await _refuse(send, 503, "body", "model not loaded yet", "service_unavailable")
         headers = dict(scope["headers"])
-        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower().decode()
+        media_type = (
+            headers.get(b"content-type", b"").split(b";")[0].strip().lower().decode("latin-1")
+        )
         if media_type != ARROW_STREAM:
             message = f"send an Arrow IPC stream as {ARROW_STREAM}, not {media_type or 'nothing'}"
             return await _refuse(send, 415, "content-type", message, "unsupported_media_type")

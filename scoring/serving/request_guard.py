@@ -69,7 +69,8 @@ class RequestGuard:
         if length is not None and length.isdigit() and int(length) > limit:
             problem = _too_large(f"request body of {int(length)} bytes exceeds {limit}")
         elif is_json and media_type not in (b"application/json", b""):
-            problem = _unsupported(f"content type {media_type.decode()} is not application/json")
+            given = media_type.decode("latin-1")  # header bytes are Latin-1, not always UTF-8
+            problem = _unsupported(f"content type {given} is not application/json")
         elif not is_json and not media_type.startswith(b"multipart/form-data"):
             problem = _unsupported("upload the file as multipart/form-data field 'file'")
         if problem is not None:
