@@ -67,7 +67,6 @@ def _bounded(labels: Callable[..., Any], known: frozenset[str]) -> Callable[...,
             named["endpoint"] = OTHER_ENDPOINT
         return labels(*values, **named)
 
-    bounded_labels.cache_info = labels.cache_info  # type: ignore[attr-defined]
     return bounded_labels
 
 

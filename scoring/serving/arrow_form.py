@@ -24,12 +24,11 @@ own scoring, so the answers, metrics and drift counts are those of /predict.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -42,8 +41,15 @@ from scoring.serving.features import (
     listed,
     model_order,
 )
-from scoring.serving.refusals import refusal
-from scoring.serving.request_guard import Message, Receive, Send
+from scoring.serving.request_guard import (
+    Message,
+    Receive,
+    Response,
+    Send,
+    json_response,
+    refused,
+    send_response,
+)
 from scoring.stored_model.feature_schema import Category
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
@@ -324,35 +330,45 @@ class ArrowForm:
         self.answer = answer
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
+        response = await self._response(scope, receive)
+        if response is not None:  # None: the client left, nobody to answer
+            await send_response(send, response)
+
+    async def _response(self, scope: Message, receive: Receive) -> Response | None:
         if scope["method"] != "POST":
             message = f"{PATH} takes POST, not {scope['method']}"
-            return await _refuse(send, 405, "method", message, "method_not_allowed")
+            return refused(405, message, "method", "method_not_allowed")
         if self.answer is None:
-            return await _refuse(send, 503, "body", "model not loaded yet", "service_unavailable")
+            return refused(503, "model not loaded yet", "body", "service_unavailable")
         headers = dict(scope["headers"])
         media_type = (
             headers.get(b"content-type", b"").split(b";")[0].strip().lower().decode("latin-1")
         )
         if media_type != ARROW_STREAM:
             message = f"send an Arrow IPC stream as {ARROW_STREAM}, not {media_type or 'nothing'}"
-            return await _refuse(send, 415, "content-type", message, "unsupported_media_type")
-        too_large = f"body over {self.max_body_bytes} bytes: split the applications"
+            return refused(415, message, "content-type", "unsupported_media_type")
+        too_large = refused(
+            413,
+            f"body over {self.max_body_bytes} bytes: split the applications",
+            "body",
+            "request_entity_too_large",
+        )
         length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > self.max_body_bytes:
-            return await _refuse(send, 413, "body", too_large, "request_entity_too_large")
+            return too_large
         try:
             body = await self._body(receive)
         except _ClientLeftError:
-            return None  # nobody to answer
+            return None
         if body is None:
-            return await _refuse(send, 413, "body", too_large, "request_entity_too_large")
+            return too_large
         try:
             # Read, checked, scored and answered in one trip to the bulk lane: the event loop
             # only receives the body and sends the answer.
             content = await in_bulk_lane(self._answered, body, self.answer)
         except ArrowBodyError as problem:
-            return await _refuse(send, 400, problem.field, str(problem), "value_error")
-        await _send(send, 200, content)
+            return refused(400, str(problem), problem.field, "value_error")
+        return json_response(200, content)
 
     def _answered(self, body: bytes, answer: Answer) -> bytes:
         matrix = arrow_matrix(
@@ -393,22 +409,3 @@ class ArrowRoute:
         if scope["type"] == "http" and scope["path"].rstrip("/") == PATH:
             return await self.form(scope, receive, send)
         return await self.app(scope, receive, send)
-
-
-async def _send(send: Send, status: int, content: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(content)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": content})
-
-
-async def _refuse(send: Send, status: int, field: str, message: str, kind: str) -> None:
-    content: Mapping[str, Any] = refusal(field, message, kind)
-    await _send(send, status, orjson.dumps(content))

@@ -10,7 +10,7 @@ code. Only a 4xx is buffered; any other response passes through as it came."""
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from scoring.serving.refusals import refusal, reshape
@@ -18,16 +18,18 @@ from scoring.serving.refusals import refusal, reshape
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+Response = tuple[Message, Message]  # http.response.start, http.response.body
 
 
-def _error(status: int, message: str, field: str, kind: str) -> tuple[Message, Message]:
-    return _json_response(status, refusal(field, message, kind), [])
+def refused(status: int, message: str, field: str, kind: str) -> Response:
+    """A refusal of one problem, in the one shape (refusals.py), as an ASGI response."""
+    return json_response(status, json.dumps(refusal(field, message, kind)).encode())
 
 
-def _json_response(
-    status: int, content: dict[str, Any], headers: list[tuple[bytes, bytes]]
-) -> tuple[Message, Message]:
-    body = json.dumps(content).encode()
+def json_response(
+    status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> Response:
+    """A JSON `body` as the two ASGI messages that send it (see `send_response`)."""
     start = {
         "type": "http.response.start",
         "status": status,
@@ -74,7 +76,7 @@ class RequestGuard:
         elif not is_json and not media_type.startswith(b"multipart/form-data"):
             problem = _unsupported("upload the file as multipart/form-data field 'file'")
         if problem is not None:
-            return await _answer(send, problem)
+            return await send_response(send, problem)
         if length is None:
             # Chunked upload: its size is unknown up front, so count it as it streams through
             # (nothing is buffered here; a file upload is spooled to disk by the form parser).
@@ -82,12 +84,12 @@ class RequestGuard:
         return await self.app(scope, receive, app_send)
 
 
-def _too_large(message: str) -> tuple[Message, Message]:
-    return _error(413, message, "body", "body_too_large")
+def _too_large(message: str) -> Response:
+    return refused(413, message, "body", "body_too_large")
 
 
-def _unsupported(message: str) -> tuple[Message, Message]:
-    return _error(415, message, "content-type", "unsupported_media_type")
+def _unsupported(message: str) -> Response:
+    return refused(415, message, "content-type", "unsupported_media_type")
 
 
 def _one_shape(send: Send) -> Send:
@@ -118,13 +120,14 @@ def _one_shape(send: Send) -> Send:
             for name, value in refused.get("headers", [])
             if name.lower() not in (b"content-type", b"content-length")
         ]
-        await _answer(send, _json_response(status, reshape(status, b"".join(chunks)), kept))
+        content = json.dumps(reshape(status, b"".join(chunks))).encode()
+        await send_response(send, json_response(status, content, kept))
 
     return shaped_send
 
 
-async def _answer(send: Send, problem: tuple[Message, Message]) -> None:
-    start, body = problem
+async def send_response(send: Send, response: Response) -> None:
+    start, body = response
     await send(start)
     await send(body)
 
@@ -161,7 +164,7 @@ async def _within_limit(
         if not exceeded:
             raise
     if exceeded and not started:
-        await _answer(send, _too_large(f"request body exceeds {limit} bytes"))
+        await send_response(send, _too_large(f"request body exceeds {limit} bytes"))
 
 
 def install_request_guard(service: Any, settings: Any) -> None:

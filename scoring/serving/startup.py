@@ -22,12 +22,17 @@ from scoring.serving.features import FeatureSpec, application_model
 from scoring.serving.metrics import count_unseen_category
 from scoring.serving.model import ModelCannotServe, ServedModel
 from scoring.serving.settings import Settings, SettingsError
+from scoring.serving.version import version_app
 
 # `bentoml serve` and the container exit with this when the model cannot be served.
 CANNOT_SERVE_EXIT_CODE = 3
 # The service's routes besides its APIs (BentoML's probes and metrics, ours): the request
 # metrics label each by its path, and any other path as one (bentoml_patches/request_metrics.py).
-SERVICE_PATHS = (ARROW_PATH, "/version", "/monitoring", "/livez", "/readyz", "/healthz", "/metrics")
+SERVICE_PATHS = (
+    ARROW_PATH,
+    *(route.path for route in version_app.routes),  # GET /version, GET /monitoring
+    *("/livez", "/readyz", "/healthz", "/metrics"),  # BentoML's own
+)
 
 
 @dataclass(frozen=True)
