@@ -585,11 +585,11 @@ def main() -> int:
             memory[name] = server_memory(process.pid)  # after the load: what serving grew to
             print(f"   memory: {memory[name].describe()}", flush=True)
             arrow_url = url.removesuffix("/predict") + ARROW_PATH
+            forms = [("Arrow form", arrow_url, arrow, ARROW_STREAM)]
             if name.startswith("this service"):
-                for form, form_url, body, kind in (
-                    ("compact form", url + "_compact", compact, ""),
-                    ("Arrow form", arrow_url, arrow, ARROW_STREAM),
-                ):
+                forms.insert(0, ("compact form", url + "_compact", compact, ""))
+            if name.startswith("this service") or name == EQUAL_FLOOR:
+                for form, form_url, body, kind in forms:
                     stats = bulk_median(form_url, body, args.duration, content_type=kind)
                     load = f"{BATCH_ROWS} rows x {BATCH_CLIENTS} clients, {form}"
                     results.append(Measurement(name, load, **stats))
@@ -703,6 +703,21 @@ def render(
                     f"| {ours_name}, {BATCH_ROWS}-row rows/s{form} / in-process | "
                     f"{batch.rows_per_s / ceiling:.2f} | ≥ 0.8 (best form) |"
                 )
+        # Like for like in bulk: the bare floor reading the same Arrow bodies, same workers,
+        # same forest. What it loses to the ceiling is what HTTP costs any Python server.
+        arrow_load = f"{BATCH_ROWS} rows x {BATCH_CLIENTS} clients, Arrow form"
+        ours, theirs = find(ours_name, arrow_load), find(EQUAL_FLOOR, arrow_load)
+        if ours and theirs and theirs.rows_per_s:
+            lines.append(
+                f"| {ours_name}, {BATCH_ROWS}-row rows/s, Arrow form / {EQUAL_FLOOR}, "
+                f"Arrow form | {ours.rows_per_s / theirs.rows_per_s:.2f} | – (like for like) |"
+            )
+    floor_arrow = find(EQUAL_FLOOR, f"{BATCH_ROWS} rows x {BATCH_CLIENTS} clients, Arrow form")
+    if floor_arrow:
+        lines.append(
+            f"| {EQUAL_FLOOR}, {BATCH_ROWS}-row rows/s, Arrow form / in-process "
+            f"(what HTTP costs a bare server) | {floor_arrow.rows_per_s / ceiling:.2f} | – |"
+        )
     alone = find("this service", f"{PACED}, alone")
     for form in ("records", "compact form", "Arrow form"):
         mixed = find("this service", f"{PACED}, while {form} bulk streams")

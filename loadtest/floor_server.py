@@ -1,6 +1,7 @@
-"""The HTTP floor: a bare Starlette app on uvicorn that scores the same JSON payload with the
-same predictor on numpy rows. No validation, no batching, no framework: the least a Python HTTP
-server does per request, so our service is measured against it.
+"""The HTTP floor: a bare Starlette app on uvicorn that scores the same JSON payload (POST
+/predict) or the same Arrow IPC stream (POST /predict_arrow) with the same predictor on numpy
+rows, and answers the probabilities. No validation, no batching, no monitoring, no framework:
+the least a Python HTTP server does per request, so our service is measured against it.
 
 Like for like with the service: `--workers N` runs N processes, each listening on its own
 SO_REUSEPORT socket on the same port (as the service's workers do), and `--compiled-file`
@@ -21,6 +22,7 @@ import socket
 from pathlib import Path
 
 import lightgbm as lgb
+import pyarrow as pa
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -44,11 +46,20 @@ def build_app(model_file: str, compiled_file: str | None = None) -> Starlette:
         probabilities = predictor.predict(encoder.matrix(records), num_threads=1)
         return Response(json.dumps(probabilities.tolist()), media_type="application/json")
 
+    async def predict_arrow(request: Request) -> Response:
+        table = pa.ipc.open_stream(await request.body()).read_all()
+        probabilities = predictor.predict(encoder.arrow_matrix(table), num_threads=1)
+        return Response(json.dumps(probabilities.tolist()), media_type="application/json")
+
     async def health(_: Request) -> Response:
         return Response("ok")
 
     return Starlette(
-        routes=[Route("/predict", predict, methods=["POST"]), Route("/health", health)]
+        routes=[
+            Route("/predict", predict, methods=["POST"]),
+            Route("/predict_arrow", predict_arrow, methods=["POST"]),
+            Route("/health", health),
+        ]
     )
 
 

@@ -41,11 +41,14 @@ def test_equal_workers_floor_scores_like_the_service_from_its_own_sockets(
     production_model, demo_rows, tmp_path
 ):
     """The benchmark's like-for-like floor: two processes, each on its own SO_REUSEPORT socket,
-    scoring with the model's compiled forest; its answers equal LightGBM's own."""
+    scoring with the model's compiled forest; its answers equal LightGBM's own, from JSON and
+    from an Arrow stream (columns by name: sent in reverse order)."""
     import bentoml
     import numpy as np
+    import pyarrow as pa
     import requests
 
+    from loadtest.payloads import arrow_stream
     from scoring.stored_model.layout import BOOSTER_FILE, COMPILED_FILE
     from tests.service_helpers import reference_probabilities
 
@@ -58,6 +61,14 @@ def test_equal_workers_floor_scores_like_the_service_from_its_own_sockets(
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with running(command, f"{url}/health", tmp_path / "floor.log", env=env) as floor:
         answered = requests.post(f"{url}/predict", json={"applications": demo_rows}, timeout=30)
+        table = pa.Table.from_pylist(demo_rows)
+        table = table.select(table.column_names[::-1])
+        from_arrow = requests.post(
+            f"{url}/predict_arrow",
+            data=arrow_stream(table),
+            headers={"Content-Type": "application/vnd.apache.arrow.stream"},
+            timeout=30,
+        )
         children = subprocess.run(
             ["pgrep", "-P", str(floor.pid)], capture_output=True, text=True, check=False
         ).stdout.split()
@@ -65,6 +76,8 @@ def test_equal_workers_floor_scores_like_the_service_from_its_own_sockets(
     assert answered.status_code == 200, answered.text
     expected = reference_probabilities(production_model, demo_rows)
     np.testing.assert_allclose(answered.json(), expected, rtol=0, atol=1e-9)
+    assert from_arrow.status_code == 200, from_arrow.text
+    np.testing.assert_allclose(from_arrow.json(), expected, rtol=0, atol=1e-9)
     assert len(children) >= 2  # the two serving processes (spawn may add its tracker)
     # The benchmark's memory figures: the parent and every process it started, each loaded.
     assert len(memory.workers_mb) >= len(children)
@@ -102,6 +115,19 @@ def test_the_bulk_ratio_is_taken_against_the_highest_ceiling_measured_either_way
     assert "| this service, 500-row rows/s, Arrow form / in-process | 0.80 |" in report
     assert "best of 20 (90,000, 95,000)" in report
     assert "sustained (100,000, 80,000)" in report
+
+
+def test_bulk_is_also_compared_like_for_like_with_the_floor_reading_the_same_arrow_bodies():
+    from loadtest import bench
+
+    load = f"{bench.BATCH_ROWS} rows x {bench.BATCH_CLIENTS} clients, Arrow form"
+    ours = bench.Measurement("this service", load, 140, 70_000, 25, 50, 0)
+    floor = bench.Measurement(bench.EQUAL_FLOOR, load, 160, 80_000, 22, 40, 0)
+    report = bench.render([ours, floor], {}, [bench.Ceiling(90_000, 100_000)], "tag", 189, 10)
+    like_for_like = f"| this service, 500-row rows/s, Arrow form / {bench.EQUAL_FLOOR}, Arrow form"
+    assert f"{like_for_like} | 0.88 |" in report
+    assert f"| {bench.EQUAL_FLOOR}, 500-row rows/s, Arrow form / in-process" in report
+    assert "(what HTTP costs a bare server) | 0.80 |" in report
 
 
 def test_the_benchmark_sets_up_every_server_it_compares(tmp_path):
