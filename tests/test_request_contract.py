@@ -280,3 +280,34 @@ def test_duplicating_any_key_of_a_valid_record_is_always_refused(client, demo_ro
     response = post(client, "/predict", body)
     assert response.status_code == 400, response.text
     assert response.json()["field"] == f"applications.0.{key}"
+
+
+def test_a_body_with_thousands_of_problems_is_refused_with_the_first_few(client, row):
+    """pydantic reports every bad cell, three per cell of the compact form: a 30 KB body of
+    empty lists was a 4.9 MB refusal. The first problems are named, then how many were left."""
+    from scoring.bentoml_patches.json_body import MAX_PROBLEMS
+
+    body = '{"table": {"columns": [], "data": [[' + ",".join(["[]"] * 10_000) + "]]}}"
+    response = post(client, "/predict_compact", body)
+    error = refused(response)
+    assert len(response.content) < 20_000
+    assert len(error["detail"]) == MAX_PROBLEMS + 1
+    assert error["detail"][0]["loc"][:3] == ["table", "data", 0]
+    assert error["detail"][-1]["type"] == "too_many_problems"
+    assert error["detail"][-1]["msg"].startswith(f"{30_000 - MAX_PROBLEMS} more problems")
+    assert_still_scoring(client, row)
+
+
+def test_thousands_of_repeated_or_unknown_columns_are_refused_in_a_short_message(client, row):
+    columns, values = list(row), list(row.values())
+    repeated = {"columns": [*columns, *["AMT_CREDIT"] * 50_000], "data": [values + [1.0] * 50_000]}
+    error = refused(client.post("/predict_compact", json={"table": repeated}))
+    assert error["error"].endswith("repeated column(s): AMT_CREDIT")
+    unknown = [f"X{i}" for i in range(5_000)]
+    table = {"columns": [*columns, *unknown], "data": [values + [1.0] * 5_000]}
+    response = client.post("/predict_compact", json={"table": table})
+    error = refused(response)
+    assert "unknown feature(s): X0, X1, X10, X100" in error["error"]
+    assert "and 4990 more" in error["error"]
+    assert len(response.content) < 5_000
+    assert_still_scoring(client, row)

@@ -116,18 +116,18 @@ def _deserialize_model(self: JSONSerde, payload: Payload, cls: type[Any]) -> Any
     body = b"".join(payload.data) or b"{}"
     try:
         model = UPSTREAM_DESERIALIZE_MODEL(self, Payload((body,), payload.metadata), cls)
-    except ValidationError:
+    except ValidationError as error:
         repeated = repeated_keys(body)
         if repeated:  # the repeat is the first thing to fix: it may be why the rest failed
-            raise _repeated_key_error(cls.__name__, repeated) from None
-        raise
+            raise capped(_repeated_key_error(cls.__name__, repeated)) from None
+        raise capped(error) from None
     held = keys_held(model)
     if held is not None and _colons_are_keys(body, held):
         _OFFLOADING.counted += 1
         return model  # each colon is a key the model holds: none was repeated
     repeated = repeated_keys(body)
     if repeated:
-        raise _repeated_key_error(cls.__name__, repeated)
+        raise capped(_repeated_key_error(cls.__name__, repeated))
     if repeated is None:
         # Valid for pydantic, yet neither orjson nor the standard library could read it to
         # look for repeated keys: refused rather than scored unchecked.
@@ -215,20 +215,69 @@ def _exactly(body: bytes) -> list[tuple[KeyPath, int]] | None:
     return list(_repeats_in(document))
 
 
+# A node's place in the document: (its parent's place, its key or index); None is the root.
+# Linked, not a tuple of the whole path per node: a deeply nested body (depth ~1000, 4 M
+# leaves in 8 MB) would otherwise hold a path as long as the nesting for every node (an 82 KB
+# body took 212 MB). A path is spelled out only for a repeat.
+_Place = tuple[Any, "str | int"] | None
+
+
 def _repeats_in(document: Any) -> Iterator[tuple[KeyPath, int]]:
     """The repeats in document order (iteratively: a body may nest deeper than Python recurses)."""
-    pending: list[tuple[KeyPath, Any]] = [((), document)]
+    pending: list[tuple[_Place, Any]] = [(None, document)]
     while pending:
-        path, node = pending.pop()
+        place, node = pending.pop()
         if isinstance(node, dict):
             if isinstance(node, _Repeats):
+                path = _path(place)
                 yield from (((*path, key), times) for key, times in node.times.items())
-            children = [((*path, key), value) for key, value in node.items()]
-        elif isinstance(node, list):
-            children = [((*path, index), value) for index, value in enumerate(node)]
-        else:
-            continue
+            children = [((place, key), v) for key, v in node.items() if isinstance(v, dict | list)]
+        else:  # a list: only objects can repeat a key, so scalars are not visited
+            children = [((place, i), v) for i, v in enumerate(node) if isinstance(v, dict | list)]
         pending.extend(reversed(children))
+
+
+def _path(place: _Place) -> KeyPath:
+    keys: list[str | int] = []
+    while place is not None:
+        place, key = place
+        keys.append(key)
+    return tuple(reversed(keys))
+
+
+# Problems listed in one refusal. pydantic reports every bad cell (three per cell of the compact
+# form's union): a 30 KB body of empty lists was a 4.9 MB answer and a 5.6 MB log line, and an
+# 8 MB body would be gigabytes. The first few say what to fix.
+MAX_PROBLEMS = 20
+
+
+def capped(error: ValidationError) -> ValidationError:
+    """`error` with its first MAX_PROBLEMS problems and one more saying how many were left out."""
+    count = error.error_count()
+    if count <= MAX_PROBLEMS:
+        return error
+    kept: list[Any] = [
+        {
+            # No context given: the message is kept as written, braces and all.
+            "type": PydanticCustomError(problem["type"], problem["msg"]),
+            "loc": problem["loc"],
+            "input": problem["input"],
+        }
+        for problem in error.errors(include_url=False)[:MAX_PROBLEMS]
+    ]
+    left_out = count - MAX_PROBLEMS
+    kept.append(
+        {
+            "type": PydanticCustomError(
+                "too_many_problems",
+                "{left_out} more problems not listed: fix these first",
+                {"left_out": left_out},
+            ),
+            "loc": (),
+            "input": "",
+        }
+    )
+    return ValidationError.from_exception_data(error.title, kept)
 
 
 def _repeated_key_error(title: str, repeated: list[tuple[KeyPath, int]]) -> ValidationError:

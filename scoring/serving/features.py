@@ -11,6 +11,7 @@ category, and NaN and infinity literals are refused everywhere.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -94,6 +95,13 @@ class FeatureSpec:
         if name in self.boolean:
             return bool(scored)
         return float(scored)
+
+
+def named(names: Sequence[str], most: int = 10) -> str:
+    """The first few names of a list a body chose (unknown or repeated columns): a message
+    stays short however many the body sent."""
+    more = len(names) - most
+    return ", ".join(names[:most]) + (f" and {more} more" if more > 0 else "")
 
 
 def listed(categories: Sequence[Category], most: int = 10) -> str:
@@ -200,13 +208,14 @@ def model_order(columns: Sequence[str], spec: FeatureSpec) -> list[int]:
     given = set(columns)
     unknown = sorted(given - set(spec.names))
     if unknown:
-        raise RequestError(f"unknown feature(s): {', '.join(unknown)}")
+        raise RequestError(f"unknown feature(s): {named(unknown)}")
     missing = [name for name in spec.names if name not in given]
     if missing:
-        raise RequestError(f"missing feature(s): {', '.join(missing)}")
+        raise RequestError(f"missing feature(s): {', '.join(missing)}")  # the model's, bounded
     if len(given) != len(columns):
-        repeated = sorted({c for c in columns if list(columns).count(c) > 1})
-        raise RequestError(f"repeated column(s): {', '.join(repeated)}")
+        # Counted in one pass: a body may repeat a name hundreds of thousands of times.
+        repeated = sorted(name for name, times in Counter(columns).items() if times > 1)
+        raise RequestError(f"repeated column(s): {named(repeated)}")
     position = {name: i for i, name in enumerate(columns)}
     return [position[name] for name in spec.names]
 
