@@ -28,7 +28,7 @@ import lightgbm as lgb
 import numpy as np
 import orjson
 from bentoml.validators import ContentType
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, StrictInt
 
 from scoring.bentoml_patches.json_body import WrittenKeys
 from scoring.serving.arrow_form import ArrowForm, ArrowRoute
@@ -362,7 +362,7 @@ class CreditScoring:
 
     @bentoml.api(route="/explain")
     def explain(
-        self, applications: Applications, top_k: Annotated[int, Field(ge=1, le=200)] = 5
+        self, applications: Applications, top_k: Annotated[StrictInt, Field(ge=1, le=200)] = 5
     ) -> Annotated[list[Explanation], JSON_RESPONSE]:
         """Per-feature contributions from LightGBM's TreeSHAP (pred_contrib=True)."""
         contributions = self.booster.predict(

@@ -311,3 +311,27 @@ def test_thousands_of_repeated_or_unknown_columns_are_refused_in_a_short_message
     assert "and 4990 more" in error["error"]
     assert len(response.content) < 5_000
     assert_still_scoring(client, row)
+
+
+@pytest.mark.parametrize("top_k", [True, "3", 2.0])
+def test_top_k_must_be_a_whole_number_not_a_boolean_or_a_string(client, row, top_k):
+    error = refused(client.post("/explain", json={"applications": [row], "top_k": top_k}))
+    assert error["field"] == "top_k"
+
+
+def test_a_query_parameter_is_refused_not_ignored(client, row):
+    """The routes read their parameters from the body: a query string was silently ignored
+    (`/explain?top_k=1` answered with the default 5 contributions)."""
+    error = refused(client.post("/explain?top_k=1", json={"applications": [row]}))
+    assert error["field"] == "query"
+    assert "query parameters" in error["error"]
+    assert_still_scoring(client, row)
+
+
+def test_a_huge_value_is_quoted_cut_short_in_its_refusal(client, row):
+    category = next(name for name, value in row.items() if isinstance(value, str))
+    response = client.post("/predict", json={"applications": [{**row, category: "x" * 1_000_000}]})
+    error = refused(response)
+    assert error["field"].endswith(category)
+    assert "characters)" in error["error"]
+    assert len(response.content) < 10_000

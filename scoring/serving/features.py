@@ -97,6 +97,13 @@ class FeatureSpec:
         return float(scored)
 
 
+def shown(value: Any, most: int = 80) -> str:
+    """A value a body sent, as a message quotes it: its repr, cut short (a 4 MB category was
+    echoed whole, twice, in its refusal)."""
+    text = repr(value)
+    return text if len(text) <= most else f"{text[:most]}... ({len(text)} characters)"
+
+
 def named(names: Sequence[str], most: int = 10) -> str:
     """The first few names of a list a body chose (unknown or repeated columns): a message
     stays short however many the body sent."""
@@ -128,7 +135,8 @@ def category_encoder(
         on_unseen(name)
         if unseen == "missing":
             return None
-        raise ValueError(f"unseen category {value!r} for {name} (known: {listed(list(codes))})")
+        known = listed(list(codes))
+        raise ValueError(f"unseen category {shown(value)} for {name} (known: {known})")
 
     return encode
 
@@ -234,7 +242,7 @@ def column_values(
     categories encoded; `where(row)` names a refused cell for the caller's format."""
 
     def refuse(row: int, what: str) -> RequestError:
-        return RequestError(f"{where(row)} ({name}) {what}, got {values[row]!r}")
+        return RequestError(f"{where(row)} ({name}) {what}, got {shown(values[row])}")
 
     if encode is not None:
         strings = isinstance(spec.categories[name][0], str) if spec.categories[name] else True
@@ -312,9 +320,8 @@ def _check_numbers(
             if type(value) not in NUMBER_TYPES:
                 name = spec.names[position]
                 allowed = "a number" + ("" if name in spec.integer else " or null")
-                raise RequestError(
-                    f"table.data.{row}.{order[position]} ({name}) must be {allowed}, got {value!r}"
-                )
+                where = f"table.data.{row}.{order[position]} ({name})"
+                raise RequestError(f"{where} must be {allowed}, got {shown(value)}")
 
 
 def _mixed_compact(

@@ -75,6 +75,11 @@ class RequestGuard:
             problem = _unsupported(f"content type {given} is not application/json")
         elif not is_json and not media_type.startswith(b"multipart/form-data"):
             problem = _unsupported("upload the file as multipart/form-data field 'file'")
+        elif scope.get("query_string"):
+            # The API routes read their parameters from the body only: `/explain?top_k=1` ran
+            # with the default top_k, without a word. Refused like an unknown body field.
+            message = "this route takes no query parameters: send them in the body"
+            problem = refused(400, message, "query", "query_not_allowed")
         if problem is not None:
             return await send_response(send, problem)
         if length is None:
