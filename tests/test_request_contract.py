@@ -335,3 +335,30 @@ def test_a_huge_value_is_quoted_cut_short_in_its_refusal(client, row):
     assert error["field"].endswith(category)
     assert "characters)" in error["error"]
     assert len(response.content) < 10_000
+
+
+def test_a_refused_compact_cell_is_named_as_the_field(client, row):
+    """The compact form's cells are checked after pydantic, which located every such refusal
+    at `table`: the field is now the cell, as on /predict it is the row's feature."""
+    columns, values = list(row), list(row.values())
+    number = next(i for i, v in enumerate(values) if isinstance(v, float))
+    category = next(i for i, v in enumerate(values) if isinstance(v, str))
+    bad_number, bad_category = list(values), list(values)
+    bad_number[number] = "12"
+    bad_category[category] = "Astronaut"
+    for data, field in (
+        ([values, bad_number], f"table.data.1.{number}"),
+        ([bad_category, values], f"table.data.0.{category}"),
+        ([values, values[:-1]], "table.data.1"),
+    ):
+        error = refused(
+            client.post("/predict_compact", json={"table": {"columns": columns, "data": data}})
+        )
+        assert error["field"] == field, error
+    error = refused(
+        client.post(
+            "/predict_compact", json={"table": {"columns": columns[1:], "data": [values[1:]]}}
+        )
+    )
+    assert error["field"] == "table.columns"
+    assert columns[0] in error["error"]

@@ -252,19 +252,25 @@ MAX_PROBLEMS = 20
 
 
 def capped(error: ValidationError) -> ValidationError:
-    """`error` with its first MAX_PROBLEMS problems and one more saying how many were left out."""
+    """`error` with its first MAX_PROBLEMS problems and one more saying how many were left out;
+    a problem raised by a check that knows the refused part's path deeper than pydantic's
+    location (the compact form's cells: `table.data.3.7`, not `table`) located there."""
     count = error.error_count()
-    if count <= MAX_PROBLEMS:
+    problems = error.errors(include_url=False)[:MAX_PROBLEMS]
+    deeper = [_path_of(problem) for problem in problems]
+    if count <= MAX_PROBLEMS and not any(deeper):
         return error
     kept: list[Any] = [
         {
             # No context given: the message is kept as written, braces and all.
             "type": PydanticCustomError(problem["type"], problem["msg"]),
-            "loc": problem["loc"],
+            "loc": path or problem["loc"],
             "input": problem["input"],
         }
-        for problem in error.errors(include_url=False)[:MAX_PROBLEMS]
+        for problem, path in zip(problems, deeper, strict=True)
     ]
+    if count <= MAX_PROBLEMS:
+        return ValidationError.from_exception_data(error.title, kept)
     left_out = count - MAX_PROBLEMS
     kept.append(
         {
@@ -278,6 +284,14 @@ def capped(error: ValidationError) -> ValidationError:
         }
     )
     return ValidationError.from_exception_data(error.title, kept)
+
+
+def _path_of(problem: Any) -> KeyPath:
+    """The path a validator's error names (its `field` attribute, `table.data.3.7`), if any."""
+    field = getattr((problem.get("ctx") or {}).get("error"), "field", None)
+    if not isinstance(field, str) or not field:
+        return ()
+    return tuple(int(part) if part.isdigit() else part for part in field.split("."))
 
 
 def _repeated_key_error(title: str, repeated: list[tuple[KeyPath, int]]) -> ValidationError:

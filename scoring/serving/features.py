@@ -41,7 +41,13 @@ WholeNumber = Annotated[float, Strict(), Field(multiple_of=1)]
 
 
 class RequestError(ValueError):
-    """A request that validates structurally but not against the model's features."""
+    """A request that validates structurally but not against the model's features. `field`:
+    the refused part as a path into the JSON body (`table.data.3.7`), when the check that
+    refused it knows one; the JSON routes then name it as the refusal's field."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -237,12 +243,18 @@ def column_values(
     spec: FeatureSpec,
     encode: Callable[[Any], float | None] | None,
     where: Callable[[int], str],
+    path: Callable[[int], str] | None = None,
 ) -> list[Any]:
     """One column of cells (compact rows, a file's column) checked against its feature's kind,
-    categories encoded; `where(row)` names a refused cell for the caller's format."""
+    categories encoded; `where(row)` names a refused cell for the caller's format, `path(row)`
+    its path in a JSON body."""
+
+    def at(row: int) -> str | None:
+        return None if path is None else path(row)
 
     def refuse(row: int, what: str) -> RequestError:
-        return RequestError(f"{where(row)} ({name}) {what}, got {shown(values[row])}")
+        message = f"{where(row)} ({name}) {what}, got {shown(values[row])}"
+        return RequestError(message, at(row))
 
     if encode is not None:
         strings = isinstance(spec.categories[name][0], str) if spec.categories[name] else True
@@ -258,7 +270,7 @@ def column_values(
             try:
                 encoded.append(encode(value))
             except ValueError as error:
-                raise RequestError(f"{where(row)}: {error}") from None
+                raise RequestError(f"{where(row)}: {error}", at(row)) from None
         return encoded
     if name in spec.boolean:
         for row, value in enumerate(values):
@@ -289,11 +301,15 @@ def compact_to_matrix(
     """`encode`: each categorical feature's encoder (see `encoders`), built once by the caller;
     by default unseen categories are refused."""
     check_row_count(len(table.data), max_rows)
-    order = model_order(table.columns, spec)
+    try:
+        order = model_order(table.columns, spec)
+    except RequestError as error:
+        raise RequestError(str(error), "table.columns") from None
     width = len(table.columns)
     for index, row in enumerate(table.data):
         if len(row) != width:
-            raise RequestError(f"data[{index}] has {len(row)} values for {width} columns")
+            message = f"data[{index}] has {len(row)} values for {width} columns"
+            raise RequestError(message, f"table.data.{index}")
     if isinstance(table, NumericCompactTable):
         # Parsed as numbers already: straight to float64, no per-cell check on the request path.
         matrix = np.array(table.data, dtype=np.float64).reshape(len(table.data), width)[:, order]
@@ -320,8 +336,9 @@ def _check_numbers(
             if type(value) not in NUMBER_TYPES:
                 name = spec.names[position]
                 allowed = "a number" + ("" if name in spec.integer else " or null")
-                where = f"table.data.{row}.{order[position]} ({name})"
-                raise RequestError(f"{where} must be {allowed}, got {shown(value)}")
+                path = f"table.data.{row}.{order[position]}"
+                message = f"{path} ({name}) must be {allowed}, got {shown(value)}"
+                raise RequestError(message, path)
 
 
 def _mixed_compact(
@@ -343,7 +360,8 @@ def _mixed_compact(
             name,
             spec,
             encode.get(name),
-            lambda row, source=source: f"table.data.{row}.{source}",
+            where=lambda row, source=source: f"table.data.{row}.{source}",
+            path=lambda row, source=source: f"table.data.{row}.{source}",
         )
     return cells.astype(np.float64)
 
