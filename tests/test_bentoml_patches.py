@@ -474,9 +474,10 @@ def _request(body: bytes, content_type: str = "multipart/form-data; boundary=b")
     return Request(scope, receive)
 
 
-def _parse(parse, request: Request) -> object:
-    """`parse` (BentoML's multipart parsing, or the patched one) run as in a request."""
-    spec = json_body.UPSTREAM_FROM_INPUT(IODescriptor, _upload, skip_self=True)
+def _parse(parse, request: Request, api=_upload) -> object:
+    """`parse` (BentoML's multipart parsing, or the patched one) run as in a request, for the
+    API function `api`."""
+    spec = json_body.UPSTREAM_FROM_INPUT(IODescriptor, api, skip_self=True)
 
     async def in_request() -> object:
         token = bentoml_context._request_var.set(request)
@@ -522,6 +523,86 @@ def test_patched_multipart_parsing_refuses_a_bad_upload_as_a_validation_error(re
     with pytest.raises(ValidationError) as refused:
         _parse(form_body._parse_request, request_())
     assert [(e["type"], e["loc"]) for e in refused.value.errors()] == [(kind, loc)]
+
+
+def _text_form(*parts: tuple[str, bytes]) -> bytes:
+    """A multipart body of text fields (no filename), as `curl -F name=value` sends them."""
+    return (
+        b"".join(
+            b'--b\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n'
+            % (name.encode(), content)
+            for name, content in parts
+        )
+        + b"--b--\r\n"
+    )
+
+
+def _upload_flagged(self, file: Path, flag: bool = False) -> None:
+    """A stand-in file-upload API function that takes a text field too."""
+
+
+def _fetches(monkeypatch) -> list[str]:
+    """The URLs an httpx.AsyncClient is asked to get from now on (none is actually fetched:
+    each answers 404)."""
+    import httpx
+
+    fetched: list[str] = []
+
+    async def get(client, url, *args, **kwargs):
+        fetched.append(str(url))
+        return httpx.Response(404)
+
+    monkeypatch.setattr(httpx.AsyncClient, "get", get)
+    return fetched
+
+
+def test_canary_upstream_fetches_a_file_field_sent_as_text(monkeypatch):
+    """BentoML takes the text of a file field as a URL and downloads it (uncapped). When it
+    no longer does, drop the file-field check of form_body.py."""
+    fetched = _fetches(monkeypatch)
+    with pytest.raises(ValueError, match="Failed to download"):
+        _parse(form_body.UPSTREAM_PARSE_REQUEST, _request(_text_form(("file", b"http://x/a"))))
+    assert fetched == ["http://x/a"]
+
+
+def test_canary_upstream_fails_on_a_text_field_json_cannot_nest():
+    """BentoML catches only JSONDecodeError from `json.loads` on a text field, so a deeply
+    nested value escapes as a 500. When it does not, drop the value check of form_body.py."""
+    with pytest.raises(RecursionError):
+        _parse(form_body.UPSTREAM_PARSE_REQUEST, _request(_text_form(("flag", b"[" * 100_000))))
+
+
+@pytest.mark.parametrize(
+    ("parts", "kind", "loc"),
+    [
+        ((("file", b"http://x/a.csv"),), "file_expected", ("file",)),
+        ((("file", b"https://example.invalid/a.csv"),), "file_expected", ("file",)),
+        ((("file", b"hello"),), "file_expected", ("file",)),
+        ((("flag", b"[" * 100_000),), "value_invalid", ("flag",)),
+        ((("flag", b"1" * 5000),), "value_invalid", ("flag",)),
+    ],
+    ids=["url", "https url", "text", "deep nesting", "too many digits"],
+)
+def test_patched_multipart_parsing_refuses_a_text_file_field_or_unreadable_value_unfetched(
+    monkeypatch, parts, kind, loc
+):
+    fetched = _fetches(monkeypatch)
+    with pytest.raises(ValidationError) as refused:
+        _parse(form_body._parse_request, _request(_text_form(*parts)), _upload_flagged)
+    assert [(e["type"], e["loc"]) for e in refused.value.errors()] == [(kind, loc)]
+    assert fetched == []
+
+
+def test_patched_multipart_parsing_still_takes_a_file_and_a_text_field():
+    request = _request(
+        _form(("file", b"a,b\n1,2")).replace(b"--b--\r\n", b"") + _text_form(("flag", b"true"))
+    )
+    try:
+        parsed = _parse(form_body._parse_request, request, _upload_flagged)
+        assert Path(parsed.file).read_bytes() == b"a,b\n1,2"
+        assert parsed.flag is True
+    finally:
+        shutil.rmtree(request.state.temp_dir, ignore_errors=True)
 
 
 def test_canary_upstream_takes_one_of_two_parts_with_the_same_name():

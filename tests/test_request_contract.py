@@ -137,6 +137,41 @@ def test_a_file_sent_twice_is_refused_naming_it(client, demo_rows):
     assert error["detail"][0]["type"] == "repeated_key"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hello",
+        "ftp://127.0.0.1/x",
+        "https://example.invalid/x.csv",
+        "http://127.0.0.1:3100/version",
+    ],
+)
+def test_a_file_field_sent_as_text_is_refused_naming_it_and_nothing_is_fetched(
+    client, row, monkeypatch, text
+):
+    import httpx
+
+    def no_fetch(*args, **kwargs):
+        raise AssertionError(f"the service fetched {text!r}")
+
+    monkeypatch.setattr(httpx.AsyncClient, "get", no_fetch)
+    error = refused(client.post("/predict_file", files={"file": (None, text)}))
+    assert error["field"] == "file"
+    assert error["detail"][0]["type"] == "file_expected"
+    assert_still_scoring(client, row)
+
+
+@pytest.mark.parametrize("reasons", ["[" * 100_000, "1" * 5000], ids=["deep nesting", "digits"])
+def test_an_unreadable_form_value_is_refused_naming_its_field(client, demo_rows, reasons):
+    import pandas as pd
+
+    upload = pd.DataFrame(demo_rows[:3]).to_csv(index=False).encode()
+    files = {"file": ("a.csv", upload, "text/csv")}
+    error = refused(client.post("/predict_file", files=files, data={"reasons": reasons}))
+    assert error["field"] == "reasons"
+    assert_still_scoring(client, demo_rows[0])
+
+
 def test_malformed_json_is_refused_naming_the_body(client, row):
     error = refused(post(client, "/predict", '{"applications": ['))
     assert error["field"] == "body"

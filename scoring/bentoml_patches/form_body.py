@@ -9,16 +9,25 @@ same name, so `file` sent twice was scored from whichever came first. Here the f
 first (Starlette keeps it for BentoML's own parsing, so it is read once): an unreadable body is
 a 400 naming `body`, an unknown field a 400 naming it, a repeated field a 400 naming it, all as
 validation errors like the JSON routes'.
+
+Two more holes are closed here. For a file field sent as text, not as a file, BentoML's
+`ensure_file` fetches the text as a URL (with no size cap): the service must never fetch a URL
+on a caller's behalf, so such a field is refused naming it before upstream sees it. And
+upstream feeds every other field to `json.loads`, catching only JSONDecodeError: a deeply
+nested value (RecursionError), an integer of over 4,300 digits or a file part that is not UTF-8
+(ValueError) was a 500; each is now a 400 naming the field.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
 from _bentoml_impl.serde import MultipartSerde
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
@@ -45,9 +54,36 @@ async def _parse_request(self: MultipartSerde, request: Request, cls: type[Any])
         for name in names
         if name not in cls.model_fields
     ]
+    if not problems:
+        for name, value in form.multi_items():
+            if problem := await _value_problem(cls, name, value):
+                problems.append(problem)
     if problems:
         raise _refusal(cls, problems)
     return await UPSTREAM_PARSE_REQUEST(self, request, cls)
+
+
+async def _value_problem(
+    cls: type[Any], name: str, value: str | UploadFile
+) -> InitErrorDetails | None:
+    """Why upstream's parsing would fetch or fail on this known field's value, if it would."""
+    if name in cls.multipart_fields:
+        if isinstance(value, UploadFile):
+            return None
+        # Upstream would fetch it as a URL: refused before any connection is tried.
+        return _error("file_expected", "upload a file (a file part, not a text field)", (name,))
+    text: str | bytes = value
+    if isinstance(value, UploadFile):  # upstream reads it whole too; sent as a file part
+        text = await value.read()
+        await value.seek(0)
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        pass  # upstream keeps the text as it is, for the field's own validation
+    except (RecursionError, ValueError) as error:  # ValueError: too many digits, not UTF-8
+        reason = type(error).__name__ if isinstance(error, RecursionError) else str(error)
+        return _error("value_invalid", f"unreadable value: {reason[:200]}", (name,))
+    return None
 
 
 def _error(kind: str, message: str, loc: tuple[str, ...]) -> InitErrorDetails:
