@@ -111,7 +111,12 @@ CompactApplications = Annotated[
 
 def _read_applications_file(path: Path) -> UploadedApplications:
     return read_applications_file(
-        path, SPEC, SETTINGS.max_file_rows, SETTINGS.unseen_category, count_unseen_category
+        path,
+        SPEC,
+        SETTINGS.max_file_rows,
+        SETTINGS.max_file_bytes,
+        SETTINGS.unseen_category,
+        count_unseen_category,
     )
 
 

@@ -144,6 +144,13 @@ def test_json_routes_declare_their_media_type_so_bentoml_skips_a_schema_per_resp
         ("AMT_CREDIT", "inf", "is not a finite number"),
         ("CNT_CHILDREN", "2.5", "must be an integer"),
         ("OCCUPATION_TYPE", "Astronaut", "unseen category"),
+        # Too large for a float: was an OverflowError, a 500.
+        ("AMT_CREDIT", "9" * 400, "is not a finite number"),
+        ("CNT_CHILDREN", "9" * 400, "is not a finite number"),
+        # Python's int() and float() take these; a CSV number is plain ASCII decimal.
+        ("AMT_CREDIT", "1_000", "is not a number"),
+        ("AMT_CREDIT", "\u0661\u0662\u0663", "is not a number"),  # Arabic-Indic digits
+        ("AMT_CREDIT", " 12", "is not a number"),
     ],
 )
 def test_a_csv_cell_that_does_not_parse_as_its_column_is_a_400_naming_column_and_row(
@@ -161,4 +168,115 @@ def test_a_csv_cell_that_does_not_parse_as_its_column_is_a_400_naming_column_and
     assert column in message
     assert expected in message
     assert "3" in message  # the row
+    assert response.json()["field"] == "file"
     assert client.post("/predict", json={"applications": demo_rows[:1]}).status_code == 200
+
+
+def _csv_lines(demo_rows: list[dict], n: int) -> list[str]:
+    import pandas as pd
+
+    return pd.DataFrame(demo_rows[:n]).to_csv(index=False).splitlines()
+
+
+def _post_csv(client, lines: list[str]):
+    upload = ("\n".join(lines) + "\n").encode()
+    return client.post("/predict_file", files={"file": ("a.csv", upload, "text/csv")})
+
+
+@pytest.mark.parametrize(
+    ("change", "fields"),
+    [(lambda line: line.rsplit(",", 1)[0], -1), (lambda line: line + ",1", 1)],
+    ids=["short", "long"],
+)
+def test_a_csv_row_with_too_few_or_too_many_fields_is_refused_naming_it(
+    client, demo_rows, change, fields
+):
+    """Pandas would fill a short row's last field as a missing value and score it."""
+    lines = _csv_lines(demo_rows, 4)
+    lines[2] = change(lines[2])
+    response = _post_csv(client, lines)
+    assert response.status_code == 400, response.text
+    columns = len(demo_rows[0])
+    assert response.json()["field"] == "file"
+    assert f"row 1 has {columns + fields} fields for {columns} columns" in response.json()["error"]
+
+
+def test_a_csv_whose_rows_all_have_one_field_too_many_is_refused_not_shifted(client, demo_rows):
+    """Pandas would take the first field as an index column and shift every value by one."""
+    lines = _csv_lines(demo_rows, 4)
+    lines[1:] = [line + ",1" for line in lines[1:]]
+    response = _post_csv(client, lines)
+    assert response.status_code == 400, response.text
+    assert "row 0 has" in response.json()["error"]
+
+
+def test_a_repeated_csv_column_is_refused_naming_it(client, demo_rows):
+    lines = _csv_lines(demo_rows, 3)
+    lines = [f"{line},{line.split(',')[0]}" for line in lines]  # the first column again
+    response = _post_csv(client, lines)
+    assert response.status_code == 400, response.text
+    first = next(iter(demo_rows[0]))
+    assert response.json()["error"].endswith(f"repeated column(s): {first}")
+
+
+def test_a_parquet_file_over_the_row_limit_is_refused_before_it_is_unpacked(
+    client, demo_rows, monkeypatch
+):
+    """A few kilobytes of Parquet can hold millions of rows: the count comes from metadata."""
+    import io
+
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import service
+
+    def unpacked(*args, **kwargs):
+        raise AssertionError("the file was read")
+
+    monkeypatch.setattr(pd, "read_parquet", unpacked)
+    rows = service.SETTINGS.max_file_rows + 1
+    upload = io.BytesIO()
+    pq.write_table(pa.table({"AMT_CREDIT": np.zeros(rows)}), upload, compression="zstd")
+    files = {"file": ("a.parquet", upload.getvalue(), "application/octet-stream")}
+    response = client.post("/predict_file", files=files)
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == "file"
+    assert f"{rows} applications exceed" in response.json()["error"]
+
+
+def test_a_parquet_file_that_unpacks_over_the_byte_limit_is_refused_before_it_is_read(
+    client, demo_rows, tmp_path, monkeypatch
+):
+    import pandas as pd
+
+    import service
+    from scoring.serving.features import RequestError
+    from scoring.serving.files import read_applications_file
+
+    path = tmp_path / "a.parquet"
+    pd.DataFrame(demo_rows[:50]).to_parquet(path)
+    assert read_applications_file(path, service.SPEC, 100, 10**9).matrix.shape[0] == 50
+
+    def unpacked(*args, **kwargs):
+        raise AssertionError("the file was read")
+
+    monkeypatch.setattr(pd, "read_parquet", unpacked)
+    with pytest.raises(RequestError, match=r"unpacks to .* bytes, over the upload limit of 1000"):
+        read_applications_file(path, service.SPEC, 100, 1000)
+
+
+def test_a_parquet_time_column_for_a_number_feature_is_refused_even_when_empty(
+    client, demo_rows, tmp_path
+):
+    """All NaT would otherwise be read as missing values."""
+    import pandas as pd
+
+    frame = pd.DataFrame(demo_rows[:3])
+    frame["AMT_CREDIT"] = pd.Series([pd.NaT] * 3, dtype="datetime64[ns]")
+    path = tmp_path / "a.parquet"
+    frame.to_parquet(path)
+    files = {"file": ("a.parquet", path.read_bytes(), "application/octet-stream")}
+    response = client.post("/predict_file", files=files)
+    assert response.status_code == 400, response.text
+    assert "column AMT_CREDIT must hold numbers or categories" in response.json()["error"]

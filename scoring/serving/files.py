@@ -1,10 +1,16 @@
 """Reading an uploaded CSV or Parquet file of applications into the model's matrix, as strictly
 as a JSON request: a cell that does not parse as its column's type is refused, naming the
 column and the row. CSV cells are text (an empty cell is a missing value); Parquet columns
-carry their types, and a categorical column may be strings or a dictionary (pandas category)."""
+carry their types, and a categorical column may be strings or a dictionary (pandas category).
+Before a file is parsed, what its size says is checked: a CSV's row lengths and header, a
+Parquet file's row count and unpacked size (its metadata), so a small upload cannot unpack to
+a huge table."""
 
 from __future__ import annotations
 
+import csv
+import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from scoring.serving.features import (
     FeatureSpec,
@@ -26,6 +33,11 @@ from scoring.serving.features import (
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 BOOLEAN_TEXT = {"true": True, "false": False}
+# A CSV number is plain ASCII decimal, as in JSON: Python's int() and float() would also take
+# "1_000", non-ASCII digits ("١٢٣٤٥") and surrounding spaces.
+NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
+NOT_FINITE = frozenset({"inf", "infinity", "nan"})
 
 
 @dataclass(frozen=True)
@@ -51,17 +63,48 @@ def _csv_cells(text: pd.Series, name: str, spec: FeatureSpec) -> list[Any]:
 
 
 def _number(text: str, name: str, row: int) -> int | float:
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError:
-        raise RequestError(f"column {name}, row {row}: {text!r} is not a number") from None
+    if NUMBER.fullmatch(text) is None:
+        what = "a finite number" if text.lstrip("+-").lower() in NOT_FINITE else "a number"
+        raise RequestError(f"column {name}, row {row}: {text!r} is not {what}")
+    # A float first, so an integer too large for one (400 digits) is refused, not an overflow.
+    value = float(text)
     if not np.isfinite(value):
         raise RequestError(f"column {name}, row {row}: {text!r} is not a finite number")
-    return value
+    return int(text) if INTEGER.fullmatch(text) else value
+
+
+def _check_csv_shape(path: Path) -> None:
+    """Each row must have one field per column, and no column may repeat. Pandas fills a short
+    row's missing fields with empty text (read as missing values), takes one extra field on
+    every row as an index column (shifting the values), and renames a repeated column
+    (`AMT_CREDIT.1`): none of which it reports."""
+    with path.open(newline="", encoding="utf-8-sig") as text:
+        rows = csv.reader(text)
+        header = next(rows, [])
+        repeated = sorted(name for name, times in Counter(header).items() if times > 1)
+        if repeated:
+            raise RequestError(f"repeated column(s): {', '.join(repeated)}")
+        row = 0
+        for fields in rows:
+            if not fields:
+                continue  # a blank line, skipped as pandas skips it
+            if len(fields) != len(header):
+                raise RequestError(f"row {row} has {len(fields)} fields for {len(header)} columns")
+            row += 1
+
+
+def _check_parquet_size(path: Path, max_rows: int, max_bytes: int) -> None:
+    """From the file's metadata, before any data is read: a Parquet file is compressed and
+    encoded, so a small upload can hold a table many thousand times its size. Its data, once
+    uncompressed, must fit the upload limit: the same rows as CSV, about twice that size, would
+    not fit it either."""
+    metadata = pq.ParquetFile(path).metadata
+    check_row_count(metadata.num_rows, max_rows)
+    unpacked = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    if unpacked > max_bytes:
+        raise RequestError(
+            f"the file's data unpacks to {unpacked} bytes, over the upload limit of {max_bytes}"
+        )
 
 
 def _parquet_cells(column: pd.Series) -> list[Any]:
@@ -76,16 +119,21 @@ def read_applications_file(
     path: Path,
     spec: FeatureSpec,
     max_rows: int,
+    max_bytes: int,
     unseen: UnseenCategory = "reject",
     on_unseen: Callable[[str], None] = lambda _: None,
 ) -> UploadedApplications:
     is_parquet = path.suffix.lower() in PARQUET_SUFFIXES
     try:
         if is_parquet:
+            _check_parquet_size(path, max_rows, max_bytes)
             frame = pd.read_parquet(path)
         else:
+            _check_csv_shape(path)
             # Text as it is: only an empty cell is missing ("NA" may be a category).
             frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except RequestError:
+        raise
     except Exception as error:  # any parser failure means the caller's file is unusable
         kind = "Parquet" if is_parquet else "CSV"
         reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
@@ -95,6 +143,9 @@ def read_applications_file(
     encode = encoders(spec, unseen, on_unseen)
     columns = []
     for name in spec.names:
+        if is_parquet and frame[name].dtype.kind in "mM":
+            # NaT would be read as a missing value: a time is no feature's type.
+            raise RequestError(f"column {name} must hold numbers or categories, got a time type")
         cells = _parquet_cells(frame[name]) if is_parquet else _csv_cells(frame[name], name, spec)
         where = lambda row, name=name: f"column {name}, row {row}"  # noqa: E731
         columns.append(column_values(cells, name, spec, encode.get(name), where))
