@@ -29,6 +29,8 @@ from scoring.serving.features import (
     column_values,
     encoders,
     model_order,
+    named,
+    shown,
 )
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -65,11 +67,11 @@ def _csv_cells(text: pd.Series, name: str, spec: FeatureSpec) -> list[Any]:
 def _number(text: str, name: str, row: int) -> int | float:
     if NUMBER.fullmatch(text) is None:
         what = "a finite number" if text.lstrip("+-").lower() in NOT_FINITE else "a number"
-        raise RequestError(f"column {name}, row {row}: {text!r} is not {what}")
+        raise RequestError(f"column {name}, row {row}: {shown(text)} is not {what}")
     # A float first, so an integer too large for one (400 digits) is refused, not an overflow.
     value = float(text)
     if not np.isfinite(value):
-        raise RequestError(f"column {name}, row {row}: {text!r} is not a finite number")
+        raise RequestError(f"column {name}, row {row}: {shown(text)} is not a finite number")
     return int(text) if INTEGER.fullmatch(text) else value
 
 
@@ -83,7 +85,7 @@ def _check_csv_shape(path: Path) -> None:
         header = next(rows, [])
         repeated = sorted(name for name, times in Counter(header).items() if times > 1)
         if repeated:
-            raise RequestError(f"repeated column(s): {', '.join(repeated)}")
+            raise RequestError(f"repeated column(s): {named(repeated)}")
         row = 0
         for fields in rows:
             if not fields:
