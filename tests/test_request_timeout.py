@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 from starlette.applications import Starlette
@@ -27,8 +28,12 @@ async def slow(_):
     return PlainTextResponse("late")
 
 
+async def broken(_):
+    raise RuntimeError("a bug in the app")
+
+
 def app(timeout: float) -> Starlette:
-    routes = [Route("/fast", fast), Route("/slow", slow)]
+    routes = [Route("/fast", fast), Route("/slow", slow), Route("/broken", broken)]
     return Starlette(routes=routes, middleware=[Middleware(TimeoutMiddleware, timeout=timeout)])
 
 
@@ -51,3 +56,14 @@ def test_a_request_past_the_timeout_still_gets_504():
         response = client.get("/slow")
     assert response.status_code == 504
     assert "0.2 seconds" in response.json()["error"]
+
+
+def test_an_app_that_fails_before_answering_ends_the_request_at_once_with_its_error():
+    """Upstream waits on the timer alone: the request hung for the whole timeout, then ended
+    without the app's exception (a bare 500 from the server, nothing in the log)."""
+    with TestClient(app(timeout=5), raise_server_exceptions=False) as client:
+        start = time.perf_counter()
+        response = client.get("/broken")
+        elapsed = time.perf_counter() - start
+    assert response.status_code == 500
+    assert elapsed < 2
