@@ -199,3 +199,54 @@ def test_a_truncated_or_corrupted_stream_is_a_400(client, demo_rows, cut):
         client, body[:at] + bytes(b ^ 0xFF for b in body[at : at + 64]) + body[at + 64 :]
     )
     assert corrupted.status_code in (200, 400), corrupted.text
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pa.array([{"a": "x"}]),
+        pa.array([["x"]]),
+        pa.array([[("x", "y")]], pa.map_(pa.string(), pa.string())),
+        pa.array([["x"]], pa.list_(pa.string(), 1)),
+    ],
+    ids=["struct", "list", "map", "fixed_size_list"],
+)
+def test_categories_dictionary_encoded_as_nested_values_are_a_400_naming_the_column(
+    client, production_model, demo_rows, values
+):
+    """Decoding such a dictionary (a cast to its value type) raised ArrowNotImplementedError:
+    the request hung for the timeout and ended in a plain-text 500."""
+    name = _first_of_kind(production_model, demo_rows, "categorical")
+    encoded = pa.DictionaryArray.from_arrays(pa.array([0] * 5, pa.int32()), values)
+    answer = post(client, stream(table_of(demo_rows[:5], **{name: encoded})))
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["field"] == name
+    assert "must hold its categories as strings" in answer.json()["error"]
+
+
+def test_a_column_name_that_is_not_utf8_is_a_400_naming_the_body(client, demo_rows):
+    table = table_of(demo_rows[:5])
+    first = table.column_names[0]
+    body = stream(table.rename_columns(["\x01" * len(first), *table.column_names[1:]]))
+    at = body.index(b"\x01" * len(first))
+    answer = post(client, body[:at] + b"\xff" + body[at + 1 :])
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["field"] == "body"
+    assert "UTF-8" in answer.json()["error"]
+
+
+def test_batches_whose_dictionaries_do_not_combine_are_a_400(client, production_model, demo_rows):
+    """Several batches are joined into one first; Arrow cannot unify nested dictionaries."""
+    name = _first_of_kind(production_model, demo_rows, "categorical")
+    table = table_of(demo_rows[:2])
+    batches = [
+        batch.set_column(
+            batch.schema.get_field_index(name),
+            name,
+            pa.DictionaryArray.from_arrays(pa.array([0], pa.int32()), pa.array([{"a": value}])),
+        )
+        for batch, value in zip(table.to_batches(max_chunksize=1), "xy", strict=True)
+    ]
+    answer = post(client, stream(pa.Table.from_batches(batches)))
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["field"] == "body"

@@ -94,7 +94,11 @@ MAX_LAYOUTS = 64  # schemas remembered per process (a client with a new layout p
 
 def _layout(schema: pa.Schema, spec: FeatureSpec) -> _Layout:
     try:
-        order = model_order(schema.names, spec)
+        names = schema.names
+    except UnicodeDecodeError:  # Arrow allows any bytes; pyarrow decodes them as UTF-8
+        raise ArrowBodyError("body", "column names must be UTF-8") from None
+    try:
+        order = model_order(names, spec)
     except RequestError as error:
         raise ArrowBodyError("body", str(error)) from None
     types = schema.types
@@ -179,8 +183,12 @@ def _one_batch(body: bytes, max_rows: int) -> pa.RecordBatch:
         raise ArrowBodyError("body", str(error)) from None
     if len(batches) == 1:
         return batches[0]
-    # combine_chunks unifies dictionaries that differ from batch to batch.
-    table = pa.Table.from_batches(batches, schema=reader.schema).combine_chunks()
+    try:
+        # combine_chunks unifies dictionaries that differ from batch to batch, and cannot for
+        # some value types (a struct): the body's fault, like a reading error.
+        table = pa.Table.from_batches(batches, schema=reader.schema).combine_chunks()
+    except pa.ArrowException as error:
+        raise ArrowBodyError("body", f"batches that do not combine: {error}") from None
     return table.to_batches()[0]
 
 
@@ -270,10 +278,10 @@ def _category_codes(
     on_unseen: Callable[[str], None],
 ) -> np.ndarray:
     categories = spec.categories[name]
-    if pa.types.is_dictionary(column.type):
-        column = column.cast(column.type.value_type)
+    # A dictionary's values are checked before it is decoded: decoding casts them to their
+    # own type, which Arrow cannot do for some (a struct, a list).
+    kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
     strings = not categories or isinstance(categories[0], str)
-    kind = column.type
     fits = (
         (pa.types.is_string(kind) or pa.types.is_large_string(kind))
         if strings
@@ -282,6 +290,8 @@ def _category_codes(
     if not fits:
         expected = "strings (plain or dictionary-encoded)" if strings else "integers"
         raise ArrowBodyError(name, f"{name} must hold its categories as {expected}, got {kind}")
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(kind)
     codes = pc.index_in(column, value_set=_value_set(categories, column.type))
     unseen_rows: np.ndarray = np.empty(0, dtype=np.intp)
     # A null stays null and an unseen category becomes one: more nulls means something unseen.
