@@ -8,7 +8,8 @@ import pyarrow as pa
 import pytest
 
 from loadtest.payloads import arrow_stream as stream
-from scoring.serving.arrow_form import ARROW_STREAM, PATH
+from scoring.serving.arrow_form import ARROW_STREAM, PATH, ArrowBodyError, arrow_matrix
+from scoring.serving.features import FeatureSpec
 from tests.service_helpers import categories_of, names_the_field, reference_probabilities
 
 HEADERS = {"content-type": ARROW_STREAM}
@@ -250,3 +251,52 @@ def test_batches_whose_dictionaries_do_not_combine_are_a_400(client, production_
     answer = post(client, stream(pa.Table.from_batches(batches)))
     assert answer.status_code == 400, answer.text
     assert answer.json()["field"] == "body"
+
+
+def test_a_single_application_built_as_the_readme_does_scores_as_the_records_form(
+    client, demo_rows
+):
+    """pa.Table.from_pylist types a column with no value as Arrow's null type: a missing value
+    in a one-row body (or in every row of a small batch)."""
+    row = next(row for row in demo_rows if None in row.values())
+    table = pa.Table.from_pylist([row])
+    assert pa.null() in table.schema.types
+    answer = post(client, stream(table))
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == client.post("/predict", json={"applications": [row]}).json()
+
+
+@pytest.mark.parametrize("kind", ["float", "categorical"])
+def test_a_null_typed_column_is_all_missing_for_a_float_or_categorical_feature(
+    client, production_model, demo_rows, kind
+):
+    name = _first_of_kind(production_model, demo_rows, kind)
+    rows = [{**row, name: None} for row in demo_rows[:5]]
+    columns = [pa.nulls(5)]
+    if kind == "categorical":  # only categories may come dictionary-encoded
+        columns.append(pa.nulls(5).dictionary_encode())
+    for column in columns:
+        answer = post(client, stream(table_of(demo_rows[:5], **{name: column})))
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == client.post("/predict", json={"applications": rows}).json()
+
+
+def test_a_null_typed_column_is_a_400_naming_an_integer_feature(
+    client, production_model, demo_rows
+):
+    name = _first_of_kind(production_model, demo_rows, "integer")
+    answer = post(client, stream(table_of(demo_rows[:5], **{name: pa.nulls(5)})))
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["field"] == name
+    assert "is null; an integer feature must be present" in answer.json()["error"]
+
+
+def test_a_null_typed_column_is_refused_for_a_boolean_feature():
+    """The demo model has no boolean feature: the reading on its own, with a spec that has."""
+    spec = FeatureSpec(
+        names=("HAS_CAR", "AMT_CREDIT"), integer=frozenset(), boolean=frozenset({"HAS_CAR"})
+    )
+    body = stream(pa.table({"HAS_CAR": pa.nulls(2), "AMT_CREDIT": pa.array([1.0, None])}))
+    with pytest.raises(ArrowBodyError, match="HAS_CAR in row 0 is null") as refused:
+        arrow_matrix(body, spec, max_rows=10, unseen="reject", on_unseen=lambda _: None)
+    assert refused.value.field == "HAS_CAR"

@@ -12,7 +12,9 @@ by name, in any order, and nothing else; float features take integer or floating
 null as missing, and no NaN or infinity; integer features whole numbers, no null; boolean
 features a boolean column, no null; categorical features their categories as strings (plain or
 dictionary-encoded), null as missing, an unseen category refused or scored as missing as
-`SCORING_UNSEEN_CATEGORY` says, and counted. A refusal names the column and, for a value, the row.
+`SCORING_UNSEEN_CATEGORY` says, and counted. A column of Arrow's null type (what
+`pa.Table.from_pylist` makes of one with no value) is all null, for every kind of feature. A
+refusal names the column and, for a value, the row.
 
 The route is served by a pure ASGI middleware ahead of BentoML's router (a body BentoML would
 read as JSON): it checks its method, media type and size itself, answers refusals in the one
@@ -55,12 +57,14 @@ from scoring.stored_model.feature_schema import Category
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 PATH = "/predict_arrow"
 
-# What a float feature's column may hold: Arrow's integer and floating types.
+# What a float feature's column may hold: Arrow's integer and floating types, and its null type
+# (a column with no value, as pa.Table.from_pylist types one that is all missing).
 NUMBER_TYPES = frozenset(
     (
         *(pa.int8(), pa.int16(), pa.int32(), pa.int64()),
         *(pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64()),
         *(pa.float16(), pa.float32(), pa.float64()),
+        pa.null(),
     )
 )
 
@@ -86,6 +90,7 @@ class _Layout:
     numeric_names: list[str]
     required: list[int]  # indexes into numeric: integer features (no null)
     whole: list[int]  # ... integer features sent as a floating column (checked for fractions)
+    typed: pa.Schema | None  # the number columns' types, null as float64, when any is null
     other: list[tuple[int, int, str]]  # (position, column, name): categorical and boolean
 
 
@@ -113,12 +118,20 @@ def _layout(schema: pa.Schema, spec: FeatureSpec) -> _Layout:
             raise ArrowBodyError(name, f"{name} must be a number column, got {kind}")
     names = [spec.names[p] for p in numeric]
     required = [i for i, name in enumerate(names) if name in spec.integer]
+    kinds = [types[order[p]] for p in numeric]
+    typed = None
+    if pa.null() in kinds:  # Arrow converts no null-typed column to a tensor
+        typed = pa.schema(
+            pa.field(name, pa.float64() if kind == pa.null() else kind)
+            for name, kind in zip(names, kinds, strict=True)
+        )
     return _Layout(
         numeric=numeric,
         numeric_sources=[order[p] for p in numeric],
         numeric_names=names,
         required=required,
         whole=[i for i in required if pa.types.is_floating(types[order[numeric[i]]])],
+        typed=typed,
         other=[
             (position, order[position], name)
             for position, name in enumerate(spec.names)
@@ -213,6 +226,8 @@ def _number_block(batch: pa.RecordBatch, layout: _Layout) -> np.ndarray | None:
     if not layout.numeric:
         return np.empty((batch.num_rows, 0))
     numbers = batch.select(layout.numeric_sources)
+    if layout.typed is not None:
+        numbers = numbers.cast(layout.typed)
     nulls = [column.null_count for column in numbers.columns]
     if any(nulls[i] for i in layout.required):
         return None  # an integer feature must be present
@@ -243,10 +258,12 @@ def _no_nulls(column: pa.Array, name: str, what: str) -> None:
 
 def _numbers(column: pa.Array, name: str, required: bool) -> np.ndarray:
     kind = column.type
-    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)):
         raise ArrowBodyError(name, f"{name} must be a number column, got {kind}")
     if required:
         _no_nulls(column, name, "an integer feature must be present")
+    if pa.types.is_null(kind):
+        return np.full(len(column), np.nan)
     # Arrow gives a null as NaN here, so a column is clean when its non-finite values are
     # exactly its nulls: one count, and the row-by-row search only for a refusal.
     values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
@@ -264,7 +281,8 @@ def _numbers(column: pa.Array, name: str, required: bool) -> np.ndarray:
 
 
 def _booleans(column: pa.Array, name: str) -> np.ndarray:
-    if not pa.types.is_boolean(column.type):
+    # A null-typed column is all missing: refused below, as any null is.
+    if not (pa.types.is_boolean(column.type) or pa.types.is_null(column.type)):
         raise ArrowBodyError(name, f"{name} must be a boolean column, got {column.type}")
     _no_nulls(column, name, "a boolean feature must be true or false")
     return column.to_numpy(zero_copy_only=False).astype(np.float64)
@@ -281,6 +299,8 @@ def _category_codes(
     # A dictionary's values are checked before it is decoded: decoding casts them to their
     # own type, which Arrow cannot do for some (a struct, a list).
     kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    if pa.types.is_null(kind):  # no value at all: every category missing
+        return np.full(len(column), np.nan)
     strings = not categories or isinstance(categories[0], str)
     fits = (
         (pa.types.is_string(kind) or pa.types.is_large_string(kind))
