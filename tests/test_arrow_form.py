@@ -300,3 +300,35 @@ def test_a_null_typed_column_is_refused_for_a_boolean_feature():
     with pytest.raises(ArrowBodyError, match="HAS_CAR in row 0 is null") as refused:
         arrow_matrix(body, spec, max_rows=10, unseen="reject", on_unseen=lambda _: None)
     assert refused.value.field == "HAS_CAR"
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+def test_a_compressed_stream_is_a_400_before_it_is_decompressed(
+    client, production_model, demo_rows, codec
+):
+    """A few KB of compressed buffers unpack to what their headers claim (GBs, past the body
+    limit), so a compressed body is refused from its message headers, dictionaries included."""
+    name = _first_of_kind(production_model, demo_rows, "categorical")
+    table = table_of(demo_rows[:5])
+    table = table.set_column(table.column_names.index(name), name, table[name].dictionary_encode())
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression=codec)
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    answer = post(client, sink.getvalue().to_pybytes())
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["field"] == "body"
+    assert "send the stream uncompressed" in answer.json()["error"]
+    assert post(client, stream(table)).status_code == 200  # uncompressed, the same table scores
+
+
+def test_the_row_count_is_checked_before_any_batch_is_decoded(monkeypatch):
+    spec = FeatureSpec(names=("AMT_CREDIT",), integer=frozenset())
+    body = stream(pa.table({"AMT_CREDIT": pa.array([1.0, 2.0, 3.0])}))
+
+    def decoded(_):
+        raise AssertionError("a batch was decoded")
+
+    monkeypatch.setattr(pa.ipc, "open_stream", decoded)
+    with pytest.raises(ArrowBodyError, match="3 applications exceed the per-request maximum 2"):
+        arrow_matrix(body, spec, max_rows=2, unseen="reject", on_unseen=lambda _: None)

@@ -14,7 +14,8 @@ features a boolean column, no null; categorical features their categories as str
 dictionary-encoded), null as missing, an unseen category refused or scored as missing as
 `SCORING_UNSEEN_CATEGORY` says, and counted. A column of Arrow's null type (what
 `pa.Table.from_pylist` makes of one with no value) is all null, for every kind of feature. A
-refusal names the column and, for a value, the row.
+refusal names the column and, for a value, the row. The stream's buffers come uncompressed (the
+writers' default): a compressed body, which could unpack past any limit, is refused unread.
 
 The route is served by a pure ASGI middleware ahead of BentoML's router (a body BentoML would
 read as JSON): it checks its method, media type and size itself, answers refusals in the one
@@ -26,6 +27,7 @@ own scoring, so the answers, metrics and drift counts are those of /predict.
 from __future__ import annotations
 
 import functools
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -180,8 +182,9 @@ def arrow_matrix(
 
 def _one_batch(body: bytes, max_rows: int) -> pa.RecordBatch:
     """The stream's rows as one record batch: a client may write several (the checks and the
-    matrix then see one); the row count is checked before they are joined."""
+    matrix then see one); the row count is checked before any of them is decoded."""
     try:
+        _check_messages(body, max_rows)
         reader = pa.ipc.open_stream(body)
         batches = list(reader)
         for batch in batches:
@@ -190,10 +193,6 @@ def _one_batch(body: bytes, max_rows: int) -> pa.RecordBatch:
             batch.validate(full=True)
     except (pa.ArrowException, OSError) as error:
         raise ArrowBodyError("body", f"not an Arrow IPC stream: {error}") from None
-    try:
-        check_row_count(sum(batch.num_rows for batch in batches), max_rows)
-    except RequestError as error:
-        raise ArrowBodyError("body", str(error)) from None
     if len(batches) == 1:
         return batches[0]
     try:
@@ -203,6 +202,75 @@ def _one_batch(body: bytes, max_rows: int) -> pa.RecordBatch:
     except pa.ArrowException as error:
         raise ArrowBodyError("body", f"batches that do not combine: {error}") from None
     return table.to_batches()[0]
+
+
+def _check_messages(body: bytes, max_rows: int) -> None:
+    """The stream's batches as declared, before any is decoded: decoding a compressed buffer
+    allocates what its header claims (a few KB of zstd unpack to GBs, past the body limit), and
+    a batch's declared row count is what decoding would materialise."""
+    rows = 0
+    for message in pa.ipc.MessageReader.open_stream(body):
+        if message.type not in ("record batch", "dictionary"):
+            continue
+        length, compressed = _batch_header(memoryview(message.metadata), message.type)
+        if compressed:
+            raise ArrowBodyError(
+                "body",
+                "compressed Arrow IPC buffers are not accepted: send the stream uncompressed "
+                "(pyarrow, Polars and DuckDB do by default)",
+            )
+        if message.type == "record batch":
+            rows += length
+    try:
+        check_row_count(rows, max_rows)
+    except RequestError as error:
+        raise ArrowBodyError("body", str(error)) from None
+
+
+# Arrow's Message.fbs, the fields read here: Message.header (2), DictionaryBatch.data (1),
+# RecordBatch.length (0) and RecordBatch.compression (3).
+_HEADER, _DICTIONARY_DATA, _LENGTH, _COMPRESSION = 2, 1, 0, 3
+
+
+def _batch_header(metadata: memoryview, kind: str) -> tuple[int, bool]:
+    """A record or dictionary batch's row count and whether its buffers are compressed, read
+    from the message's flatbuffer metadata: pyarrow tells neither without decoding the batch."""
+    try:
+        batch = _table_field(metadata, _read("<I", metadata, 0), _HEADER)
+        if batch is not None and kind == "dictionary":
+            batch = _table_field(metadata, batch, _DICTIONARY_DATA)
+        if batch is None:
+            raise ArrowBodyError("body", f"not an Arrow IPC stream: a {kind} without its header")
+        length = _field_at(metadata, batch, _LENGTH)
+        rows = 0 if length is None else _read("<q", metadata, length)
+        if rows < 0:  # else it would take from the other batches' count
+            raise struct.error(f"{rows} rows")
+        return rows, _field_at(metadata, batch, _COMPRESSION) is not None
+    except struct.error:
+        raise ArrowBodyError("body", f"not an Arrow IPC stream: a malformed {kind}") from None
+
+
+def _read(layout: str, buffer: memoryview, at: int) -> int:
+    # struct reads a negative position from the end: an offset out of bounds either way.
+    if not 0 <= at <= len(buffer) - struct.calcsize(layout):
+        raise struct.error(f"offset {at} outside the message metadata")
+    return struct.unpack_from(layout, buffer, at)[0]
+
+
+def _field_at(buffer: memoryview, table: int, index: int) -> int | None:
+    """Where a flatbuffer table's field `index` sits, None when absent: the table starts with
+    a signed offset back to its vtable, which lists each field's offset in the table."""
+    vtable = table - _read("<i", buffer, table)
+    if 4 + 2 * index >= _read("<H", buffer, vtable):
+        return None
+    offset = _read("<H", buffer, vtable + 4 + 2 * index)
+    return table + offset if offset else None
+
+
+def _table_field(buffer: memoryview, table: int, index: int) -> int | None:
+    """The table a field refers to (stored as an unsigned offset forward from the field)."""
+    at = _field_at(buffer, table, index)
+    return None if at is None else at + _read("<I", buffer, at)
 
 
 _CONTINUATION = b"\xff\xff\xff\xff"
