@@ -332,3 +332,16 @@ def test_the_row_count_is_checked_before_any_batch_is_decoded(monkeypatch):
     monkeypatch.setattr(pa.ipc, "open_stream", decoded)
     with pytest.raises(ArrowBodyError, match="3 applications exceed the per-request maximum 2"):
         arrow_matrix(body, spec, max_rows=2, unseen="reject", on_unseen=lambda _: None)
+
+
+def test_a_column_name_that_is_not_utf8_is_a_400_in_several_batches_too(client, demo_rows):
+    """Several batches are combined first, which decodes the names."""
+    table = table_of(demo_rows[:4])
+    first = table.column_names[0]
+    renamed = table.rename_columns(["\x01" * len(first), *table.column_names[1:]])
+    body = stream(pa.Table.from_batches(renamed.to_batches(max_chunksize=2)))
+    at = body.index(b"\x01" * len(first))
+    answer = post(client, body[:at] + b"\xff" + body[at + 1 :])
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["field"] == "body"
+    assert "UTF-8" in answer.json()["error"]

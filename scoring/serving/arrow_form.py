@@ -99,11 +99,15 @@ class _Layout:
 MAX_LAYOUTS = 64  # schemas remembered per process (a client with a new layout per request)
 
 
-def _layout(schema: pa.Schema, spec: FeatureSpec) -> _Layout:
+def _names(schema: pa.Schema) -> list[str]:
     try:
-        names = schema.names
+        return schema.names
     except UnicodeDecodeError:  # Arrow allows any bytes; pyarrow decodes them as UTF-8
         raise ArrowBodyError("body", "column names must be UTF-8") from None
+
+
+def _layout(schema: pa.Schema, spec: FeatureSpec) -> _Layout:
+    names = _names(schema)
     try:
         order = model_order(names, spec)
     except RequestError as error:
@@ -195,6 +199,7 @@ def _one_batch(body: bytes, max_rows: int) -> pa.RecordBatch:
         raise ArrowBodyError("body", f"not an Arrow IPC stream: {error}") from None
     if len(batches) == 1:
         return batches[0]
+    _names(reader.schema)  # combining decodes them
     try:
         # combine_chunks unifies dictionaries that differ from batch to batch, and cannot for
         # some value types (a struct): the body's fault, like a reading error.
