@@ -126,15 +126,22 @@ def test_a_cell_or_column_of_the_wrong_kind_is_a_400_naming_the_column(
     assert post(client, stream(table_of(demo_rows[:5]))).status_code == 200  # still serving
 
 
-def test_an_unknown_or_missing_column_is_a_400_naming_it(client, demo_rows):
+def test_an_unknown_missing_or_repeated_column_is_a_400_naming_it(client, demo_rows):
     extra = table_of(demo_rows[:3]).append_column("FAVOURITE_COLOUR", pa.array([1.0, 2.0, 3.0]))
     answer = post(client, stream(extra))
     assert answer.status_code == 400
     assert "FAVOURITE_COLOUR" in answer.json()["error"]
+    assert answer.json()["field"] == "FAVOURITE_COLOUR"
     first = next(iter(demo_rows[0]))
     answer = post(client, stream(table_of(demo_rows[:3]).drop_columns([first])))
     assert answer.status_code == 400
     assert first in answer.json()["error"]
+    assert answer.json()["field"] == first
+    table = table_of(demo_rows[:3])
+    answer = post(client, stream(table.append_column(first, table[first])))
+    assert answer.status_code == 400
+    assert f"repeated column(s): {first}" in answer.json()["error"]
+    assert answer.json()["field"] == first
 
 
 def test_what_is_not_an_arrow_stream_is_refused_in_the_one_shape(client, demo_rows):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -106,12 +107,24 @@ def _names(schema: pa.Schema) -> list[str]:
         raise ArrowBodyError("body", "column names must be UTF-8") from None
 
 
+def _refused_column(names: list[str], spec: FeatureSpec) -> str:
+    """The column model_order's refusal is about, for the refusal's field: the first it lists,
+    checked in its order (unknown, missing, repeated; the unknown and repeated sorted)."""
+    given, known = set(names), set(spec.names)
+    if unknown := given - known:
+        return min(unknown)
+    if missing := [name for name in spec.names if name not in given]:
+        return missing[0]
+    repeated = [name for name, count in Counter(names).items() if count > 1]
+    return min(repeated, default="body")
+
+
 def _layout(schema: pa.Schema, spec: FeatureSpec) -> _Layout:
     names = _names(schema)
     try:
         order = model_order(names, spec)
     except RequestError as error:
-        raise ArrowBodyError("body", str(error)) from None
+        raise ArrowBodyError(_refused_column(names, spec), str(error)) from None
     types = schema.types
     numeric = [
         position
