@@ -45,6 +45,7 @@ from scoring.serving.features import (
     check_row_count,
     listed,
     model_order,
+    shown,
 )
 from scoring.serving.request_guard import (
     Message,
@@ -410,8 +411,9 @@ def _category_codes(
     if unseen_rows.size and unseen == "reject":
         row = int(unseen_rows[0])
         value = column[row].as_py()
+        known = listed(categories)
         raise ArrowBodyError(
-            name, f"{name} in row {row}: unseen category {value!r} (known: {listed(categories)})"
+            name, f"{name} in row {row}: unseen category {shown(value)} (known: {known})"
         )
     return codes.to_numpy(zero_copy_only=False).astype(np.float64)  # null (missing) → NaN
 
