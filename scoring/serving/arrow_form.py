@@ -14,8 +14,9 @@ features a boolean column, no null; categorical features their categories as str
 dictionary-encoded), null as missing, an unseen category refused or scored as missing as
 `SCORING_UNSEEN_CATEGORY` says, and counted. A column of Arrow's null type (what
 `pa.Table.from_pylist` makes of one with no value) is all null, for every kind of feature. A
-refusal names the column and, for a value, the row. The stream's buffers come uncompressed (the
-writers' default): a compressed body, which could unpack past any limit, is refused unread.
+refusal names the column and, for a value, the row. A stream's buffers may come compressed
+(zstd, lz4), but unpacked they must fit the body limit, as if sent uncompressed: their sizes
+are read from the buffers' headers first, so a few KB cannot unpack to gigabytes.
 
 The route is served by a pure ASGI middleware ahead of BentoML's router (a body BentoML would
 read as JSON): it checks its method, media type and size itself, answers refusals in the one
@@ -59,6 +60,7 @@ from scoring.serving.request_guard import (
 from scoring.stored_model.feature_schema import Category
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
+DEFAULT_MAX_BYTES = 8 * 1024 * 1024  # the service's default body limit (SCORING_MAX_BODY_BYTES)
 PATH = "/predict_arrow"
 
 # What a float feature's column may hold: Arrow's integer and floating types, and its null type
@@ -167,10 +169,12 @@ def arrow_matrix(
     unseen: UnseenCategory,
     on_unseen: Callable[[str], None],
     layouts: dict[bytes, _Layout] | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> np.ndarray:
     """An Arrow IPC stream → the float64 matrix the model scores, columns in model order.
-    `layouts`: a cache of the layouts worked out so far, by schema message (see _Layout)."""
-    batch = _one_batch(body, max_rows)
+    `layouts`: a cache of the layouts worked out so far, by schema message (see _Layout);
+    `max_bytes`: what the stream's compressed buffers may unpack to, in all."""
+    batch = _one_batch(body, max_rows, max_bytes)
     key = _schema_message(body)
     layout = None if layouts is None else layouts.get(key)
     if layout is None:
@@ -198,11 +202,11 @@ def arrow_matrix(
     return matrix
 
 
-def _one_batch(body: bytes, max_rows: int) -> pa.RecordBatch:
+def _one_batch(body: bytes, max_rows: int, max_bytes: int) -> pa.RecordBatch:
     """The stream's rows as one record batch: a client may write several (the checks and the
     matrix then see one); the row count is checked before any of them is decoded."""
     try:
-        _check_messages(body, max_rows)
+        _check_messages(body, max_rows, max_bytes)
         reader = pa.ipc.open_stream(body)
         batches = list(reader)
         for batch in batches:
@@ -223,21 +227,29 @@ def _one_batch(body: bytes, max_rows: int) -> pa.RecordBatch:
     return table.to_batches()[0]
 
 
-def _check_messages(body: bytes, max_rows: int) -> None:
+def _check_messages(body: bytes, max_rows: int, max_bytes: int) -> None:
     """The stream's batches as declared, before any is decoded: decoding a compressed buffer
     allocates what its header claims (a few KB of zstd unpack to GBs, past the body limit), and
     a batch's declared row count is what decoding would materialise."""
-    rows = 0
+    rows = unpacked = 0
     for message in pa.ipc.MessageReader.open_stream(body):
         if message.type not in ("record batch", "dictionary"):
             continue
-        length, compressed = _batch_header(memoryview(message.metadata), message.type)
-        if compressed:
-            raise ArrowBodyError(
-                "body",
-                "compressed Arrow IPC buffers are not accepted: send the stream uncompressed "
-                "(pyarrow, Polars and DuckDB do by default)",
-            )
+        metadata = memoryview(message.metadata)
+        length, buffers = _batch_header(metadata, message.type)
+        if buffers is not None:
+            try:
+                unpacked += _unpacked_size(memoryview(message.body), buffers)
+            except struct.error:
+                raise ArrowBodyError(
+                    "body", "not an Arrow IPC stream: a malformed buffer"
+                ) from None
+            if unpacked > max_bytes:
+                raise ArrowBodyError(
+                    "body",
+                    f"the stream's compressed buffers unpack to over {max_bytes} bytes, the "
+                    "body limit: split the applications",
+                )
         if message.type == "record batch":
             rows += length
     try:
@@ -246,14 +258,30 @@ def _check_messages(body: bytes, max_rows: int) -> None:
         raise ArrowBodyError("body", str(error)) from None
 
 
+def _unpacked_size(body: memoryview, buffers: list[tuple[int, int]]) -> int:
+    """What a compressed batch's buffers unpack to: Arrow prefixes each compressed buffer with
+    its unpacked length (an int64; -1 for a buffer stored as it is)."""
+    size = 0
+    for offset, length in buffers:
+        if length == 0:
+            continue
+        unpacked = _read("<q", body, offset) if length >= 8 else -2
+        if unpacked < -1:
+            raise struct.error(f"a compressed buffer of {length} bytes without its length")
+        size += length - 8 if unpacked == -1 else unpacked
+    return size
+
+
 # Arrow's Message.fbs, the fields read here: Message.header (2), DictionaryBatch.data (1),
-# RecordBatch.length (0) and RecordBatch.compression (3).
-_HEADER, _DICTIONARY_DATA, _LENGTH, _COMPRESSION = 2, 1, 0, 3
+# RecordBatch.length (0), RecordBatch.buffers (2) and RecordBatch.compression (3).
+_HEADER, _DICTIONARY_DATA, _LENGTH, _BUFFERS, _COMPRESSION = 2, 1, 0, 2, 3
+_BUFFER = struct.Struct("<qq")  # Buffer: offset and length in the message body
 
 
-def _batch_header(metadata: memoryview, kind: str) -> tuple[int, bool]:
-    """A record or dictionary batch's row count and whether its buffers are compressed, read
-    from the message's flatbuffer metadata: pyarrow tells neither without decoding the batch."""
+def _batch_header(metadata: memoryview, kind: str) -> tuple[int, list[tuple[int, int]] | None]:
+    """A record or dictionary batch's row count and, when its buffers are compressed, where
+    each sits in the message body (None when not), read from the message's flatbuffer
+    metadata: pyarrow tells neither without decoding the batch."""
     try:
         batch = _table_field(metadata, _read("<I", metadata, 0), _HEADER)
         if batch is not None and kind == "dictionary":
@@ -264,7 +292,16 @@ def _batch_header(metadata: memoryview, kind: str) -> tuple[int, bool]:
         rows = 0 if length is None else _read("<q", metadata, length)
         if rows < 0:  # else it would take from the other batches' count
             raise struct.error(f"{rows} rows")
-        return rows, _field_at(metadata, batch, _COMPRESSION) is not None
+        if _field_at(metadata, batch, _COMPRESSION) is None:
+            return rows, None
+        vector = _table_field(metadata, batch, _BUFFERS)
+        count = 0 if vector is None else _read("<I", metadata, vector)
+        if vector is not None:
+            _read("<B", metadata, vector + 4 + _BUFFER.size * count - 1)  # all in bounds
+        buffers = [
+            _BUFFER.unpack_from(metadata, vector + 4 + _BUFFER.size * i) for i in range(count)
+        ]
+        return rows, buffers
     except struct.error:
         raise ArrowBodyError("body", f"not an Arrow IPC stream: a malformed {kind}") from None
 
@@ -490,7 +527,13 @@ class ArrowForm:
 
     def _answered(self, body: bytes, answer: Answer) -> bytes:
         matrix = arrow_matrix(
-            body, self.spec, self.max_rows, self.unseen, self.on_unseen, self.layouts
+            body,
+            self.spec,
+            self.max_rows,
+            self.unseen,
+            self.on_unseen,
+            self.layouts,
+            max_bytes=self.max_body_bytes,
         )
         return answer(matrix)
 
