@@ -372,3 +372,17 @@ def test_a_column_name_that_is_not_utf8_is_a_400_in_several_batches_too(client, 
     assert answer.status_code == 400, answer.text
     assert answer.json()["field"] == "body"
     assert "UTF-8" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("kind", [pa.uint8(), pa.int16(), pa.uint64()])
+def test_integer_categories_are_read_from_any_integer_column(kind):
+    """A model whose categories are integers (lgb.train on int codes): a narrow column could not
+    hold a category past its range (300 in uint8) and building the lookup failed (a 500)."""
+    spec = FeatureSpec(names=("BAND",), integer=frozenset(), categories={"BAND": (3, 7, 300)})
+    body = stream(pa.table({"BAND": pa.array([7, 3, None], type=kind)}))
+    matrix = arrow_matrix(body, spec, max_rows=10, unseen="reject", on_unseen=lambda _: None)
+    np.testing.assert_array_equal(matrix[:, 0], [1.0, 0.0, np.nan])
+    huge = stream(pa.table({"BAND": pa.array([2**64 - 1], type=pa.uint64())}))
+    with pytest.raises(ArrowBodyError) as refused:
+        arrow_matrix(huge, spec, max_rows=10, unseen="reject", on_unseen=lambda _: None)
+    assert refused.value.field == "BAND"

@@ -436,6 +436,13 @@ def _category_codes(
         raise ArrowBodyError(name, f"{name} must hold its categories as {expected}, got {kind}")
     if pa.types.is_dictionary(column.type):
         column = column.cast(kind)
+    if not strings and kind != pa.int64():
+        # Integer categories compared as int64: a narrow column (uint8) cannot hold the value
+        # set when a category is past its range (300), and Arrow then refuses to build it.
+        try:
+            column = column.cast(pa.int64())
+        except pa.ArrowInvalid:  # a uint64 past int64: no category is that large
+            raise ArrowBodyError(name, f"{name} holds an integer past any category") from None
     codes = pc.index_in(column, value_set=_value_set(categories, column.type))
     unseen_rows: np.ndarray = np.empty(0, dtype=np.intp)
     # A null stays null and an unseen category becomes one: more nulls means something unseen.
