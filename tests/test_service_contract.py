@@ -266,6 +266,32 @@ def test_a_parquet_file_that_unpacks_over_the_byte_limit_is_refused_before_it_is
         read_applications_file(path, service.SPEC, 100, 1000)
 
 
+def test_a_parquet_text_column_that_expands_past_the_byte_limit_is_refused_before_it_is_read(
+    demo_rows, tmp_path, monkeypatch
+):
+    """A dictionary-encoded text column stores a value once however many rows hold it: one
+    100 KB category on 2,000 rows is a few hundred bytes of metadata and 200 MB read."""
+    import pandas as pd
+
+    import service
+    from scoring.serving.features import RequestError
+    from scoring.serving.files import read_applications_file
+
+    category = next(name for name, value in demo_rows[0].items() if isinstance(value, str))
+    frame = pd.DataFrame([demo_rows[0]] * 2_000)
+    frame[category] = "x" * 100_000
+    path = tmp_path / "a.parquet"
+    frame.to_parquet(path, compression="zstd")
+    assert path.stat().st_size < 100_000
+
+    def unpacked(*args, **kwargs):
+        raise AssertionError("the file was read")
+
+    monkeypatch.setattr(pd, "read_parquet", unpacked)
+    with pytest.raises(RequestError, match=r"unpacks to 2\d{8} bytes, over the upload limit"):
+        read_applications_file(path, service.SPEC, 5_000, 10**8)
+
+
 def test_a_parquet_time_column_for_a_number_feature_is_refused_even_when_empty(
     client, demo_rows, tmp_path
 ):

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from scoring.serving.features import (
@@ -100,13 +102,41 @@ def _check_parquet_size(path: Path, max_rows: int, max_bytes: int) -> None:
     encoded, so a small upload can hold a table many thousand times its size. Its data, once
     uncompressed, must fit the upload limit: the same rows as CSV, about twice that size, would
     not fit it either."""
-    metadata = pq.ParquetFile(path).metadata
+    file = pq.ParquetFile(path)
+    metadata = file.metadata
     check_row_count(metadata.num_rows, max_rows)
     unpacked = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    if unpacked <= max_bytes:
+        # The metadata counts a dictionary-encoded text column's dictionary once; read as a
+        # table every row holds its value: one 10 KB string on 100,000 rows is 1 GB. Those
+        # columns are read as dictionaries first (nothing expanded) to see what they unpack to.
+        texts = [
+            field.name
+            for field in file.schema_arrow
+            if pa.types.is_string(field.type)
+            or pa.types.is_large_string(field.type)
+            or pa.types.is_binary(field.type)
+            or pa.types.is_large_binary(field.type)
+        ]
+        if texts:
+            table = pq.ParquetFile(path, read_dictionary=texts).read(columns=texts)
+            unpacked += sum(_expanded_bytes(table.column(name)) for name in texts)
     if unpacked > max_bytes:
         raise RequestError(
             f"the file's data unpacks to {unpacked} bytes, over the upload limit of {max_bytes}"
         )
+
+
+def _expanded_bytes(column: pa.ChunkedArray) -> int:
+    """The bytes a dictionary-encoded text column holds once each row has its own value."""
+    total = 0
+    for chunk in column.chunks:
+        if not pa.types.is_dictionary(chunk.type):
+            continue  # read plain: its size is in the metadata's count already
+        lengths = pc.binary_length(chunk.dictionary).fill_null(0)
+        taken = lengths.take(chunk.indices.fill_null(0)) if len(lengths) else lengths
+        total += int(pc.sum(taken).as_py() or 0)
+    return total
 
 
 def _parquet_cells(column: pd.Series) -> list[Any]:
