@@ -28,7 +28,7 @@ import lightgbm as lgb
 import numpy as np
 import orjson
 from bentoml.validators import ContentType
-from pydantic import AfterValidator, BaseModel, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, Field, StrictBool, StrictInt
 
 from scoring.bentoml_patches.json_body import WrittenKeys
 from scoring.serving.arrow_form import ArrowForm, ArrowRoute
@@ -400,7 +400,7 @@ class CreditScoring:
         file: ApplicationsFile,
         ctx: bentoml.Context,
         reasons: Annotated[
-            bool, Field(description="true: a `reasons` column, JSON per rejected row")
+            StrictBool, Field(description="true: a `reasons` column, JSON per rejected row")
         ] = False,
     ) -> Path:
         """Score a CSV or Parquet file of applications; the same format comes back with

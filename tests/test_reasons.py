@@ -434,6 +434,18 @@ def test_file_scoring_adds_a_reasons_column_when_asked(client, demo_rows, tmp_pa
             assert json.loads(cell) == answer["reasons"]
 
 
+@pytest.mark.parametrize("reasons", ["yes", "1", "on", "True"])
+def test_file_scoring_takes_reasons_as_true_or_false_only(client, demo_rows, tmp_path, reasons):
+    """A form field arrives as text: `true`/`false` are JSON, anything else was read the lax
+    way (`yes` and `1` as true)."""
+    path = tmp_path / "applications.csv"
+    pd.DataFrame(demo_rows[:3]).to_csv(path, index=False)
+    files = {"file": (path.name, path.read_bytes())}
+    response = client.post("/predict_file", files=files, data={"reasons": reasons})
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == "reasons"
+
+
 def test_reasons_routes_refuse_bad_input_naming_the_field(client, demo_rows):
     response = client.post(
         "/predict_with_reasons", json={"applications": [{**demo_rows[0], "SHOE_SIZE": 42}]}
