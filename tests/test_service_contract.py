@@ -292,6 +292,23 @@ def test_a_parquet_text_column_that_expands_past_the_byte_limit_is_refused_befor
         read_applications_file(path, service.SPEC, 5_000, 10**8)
 
 
+@pytest.mark.parametrize("kind", ["number", "category"])
+def test_a_parquet_list_column_is_refused_naming_the_column(client, demo_rows, tmp_path, kind):
+    """A list column gave numpy's "truth value of an array is ambiguous", naming nothing."""
+    import pandas as pd
+
+    wanted = float if kind == "number" else str
+    name = next(n for n, v in demo_rows[0].items() if isinstance(v, wanted))
+    frame = pd.DataFrame(demo_rows[:3])
+    frame[name] = [[1.0, 2.0]] * 3 if kind == "number" else [["a", "b"]] * 3
+    path = tmp_path / "a.parquet"
+    frame.to_parquet(path)
+    files = {"file": ("a.parquet", path.read_bytes(), "application/octet-stream")}
+    response = client.post("/predict_file", files=files)
+    assert response.status_code == 400, response.text
+    assert f"column {name}, row 0" in response.json()["error"]
+
+
 def test_a_parquet_time_column_for_a_number_feature_is_refused_even_when_empty(
     client, demo_rows, tmp_path
 ):

@@ -139,9 +139,17 @@ def _expanded_bytes(column: pa.ChunkedArray) -> int:
     return total
 
 
-def _parquet_cells(column: pd.Series) -> list[Any]:
-    """Parquet values as Python scalars, a missing value (NaN, None, NA) as None."""
+def _parquet_cells(column: pd.Series, name: str) -> list[Any]:
+    """Parquet values as Python scalars, a missing value (NaN, None, NA) as None; a nested value
+    (a list, a struct, a map) is refused naming its cell."""
     values = column.astype(object).tolist()
+    if column.dtype == object:  # only these can hold nested values (a number column cannot)
+        for row, value in enumerate(values):
+            if isinstance(value, list | tuple | dict | np.ndarray):
+                kind = type(value).__name__
+                raise RequestError(
+                    f"column {name}, row {row}: a {kind} is not a number or a category"
+                )
     return [
         None if value is None or value is pd.NA or value != value else value for value in values
     ]
@@ -178,7 +186,9 @@ def read_applications_file(
         if is_parquet and frame[name].dtype.kind in "mM":
             # NaT would be read as a missing value: a time is no feature's type.
             raise RequestError(f"column {name} must hold numbers or categories, got a time type")
-        cells = _parquet_cells(frame[name]) if is_parquet else _csv_cells(frame[name], name, spec)
+        cells = (
+            _parquet_cells(frame[name], name) if is_parquet else _csv_cells(frame[name], name, spec)
+        )
         where = lambda row, name=name: f"column {name}, row {row}"  # noqa: E731
         columns.append(column_values(cells, name, spec, encode.get(name), where))
     matrix = np.array(columns, dtype=np.float64).T.copy()
