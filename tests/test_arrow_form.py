@@ -386,3 +386,18 @@ def test_integer_categories_are_read_from_any_integer_column(kind):
     with pytest.raises(ArrowBodyError) as refused:
         arrow_matrix(huge, spec, max_rows=10, unseen="reject", on_unseen=lambda _: None)
     assert refused.value.field == "BAND"
+
+
+def test_an_arrow_file_or_a_parquet_file_is_refused_saying_what_it_is(client, demo_rows):
+    import pyarrow.parquet as pq
+
+    table = table_of(demo_rows[:3])
+    as_file, as_parquet = pa.BufferOutputStream(), pa.BufferOutputStream()
+    with pa.ipc.new_file(as_file, table.schema) as writer:
+        writer.write_table(table)
+    pq.write_table(table, as_parquet)
+    for body, said in ((as_file, "an Arrow IPC file"), (as_parquet, "a Parquet file")):
+        answer = post(client, body.getvalue().to_pybytes())
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["field"] == "body"
+        assert said in answer.json()["error"]

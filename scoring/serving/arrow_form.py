@@ -202,9 +202,21 @@ def arrow_matrix(
     return matrix
 
 
+# Bodies a client may send by mistake, told apart by their first bytes: reading them as a
+# stream fails with "Expected to read 1330795073 metadata bytes", which says nothing.
+_OTHER_FORMATS = (
+    (b"ARROW1", "an Arrow IPC file (Feather v2)"),
+    (b"PAR1", "a Parquet file (POST it to /predict_file)"),
+)
+_STREAM_HOW = "write it with pyarrow.ipc.new_stream (not new_file)"
+
+
 def _one_batch(body: bytes, max_rows: int, max_bytes: int) -> pa.RecordBatch:
     """The stream's rows as one record batch: a client may write several (the checks and the
     matrix then see one); the row count is checked before any of them is decoded."""
+    for magic, what in _OTHER_FORMATS:
+        if body.startswith(magic):
+            raise ArrowBodyError("body", f"this is {what}, not an Arrow IPC stream: {_STREAM_HOW}")
     try:
         _check_messages(body, max_rows, max_bytes)
         reader = pa.ipc.open_stream(body)
