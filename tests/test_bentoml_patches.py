@@ -450,11 +450,14 @@ def _upload(self, file: Path) -> None:
     """A stand-in file-upload API function."""
 
 
-def _form(*parts: tuple[str, bytes]) -> bytes:
+def _form(*parts: tuple[str, bytes], files: bool = True) -> bytes:
+    """A multipart body: file parts, or with `files=False` text fields (no filename), as
+    `curl -F name=value` sends them."""
+    filename = b'; filename="x.csv"' if files else b""
     return (
         b"".join(
-            b'--b\r\nContent-Disposition: form-data; name="%s"; filename="x.csv"\r\n\r\n%s\r\n'
-            % (name.encode(), content)
+            b'--b\r\nContent-Disposition: form-data; name="%s"%s\r\n\r\n%s\r\n'
+            % (name.encode(), filename, content)
             for name, content in parts
         )
         + b"--b--\r\n"
@@ -525,18 +528,6 @@ def test_patched_multipart_parsing_refuses_a_bad_upload_as_a_validation_error(re
     assert [(e["type"], e["loc"]) for e in refused.value.errors()] == [(kind, loc)]
 
 
-def _text_form(*parts: tuple[str, bytes]) -> bytes:
-    """A multipart body of text fields (no filename), as `curl -F name=value` sends them."""
-    return (
-        b"".join(
-            b'--b\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n'
-            % (name.encode(), content)
-            for name, content in parts
-        )
-        + b"--b--\r\n"
-    )
-
-
 def _upload_flagged(self, file: Path, flag: bool = False) -> None:
     """A stand-in file-upload API function that takes a text field too."""
 
@@ -561,7 +552,9 @@ def test_canary_upstream_fetches_a_file_field_sent_as_text(monkeypatch):
     no longer does, drop the file-field check of form_body.py."""
     fetched = _fetches(monkeypatch)
     with pytest.raises(ValueError, match="Failed to download"):
-        _parse(form_body.UPSTREAM_PARSE_REQUEST, _request(_text_form(("file", b"http://x/a"))))
+        _parse(
+            form_body.UPSTREAM_PARSE_REQUEST, _request(_form(("file", b"http://x/a"), files=False))
+        )
     assert fetched == ["http://x/a"]
 
 
@@ -569,7 +562,9 @@ def test_canary_upstream_fails_on_a_text_field_json_cannot_nest():
     """BentoML catches only JSONDecodeError from `json.loads` on a text field, so a deeply
     nested value escapes as a 500. When it does not, drop the value check of form_body.py."""
     with pytest.raises(RecursionError):
-        _parse(form_body.UPSTREAM_PARSE_REQUEST, _request(_text_form(("flag", b"[" * 100_000))))
+        _parse(
+            form_body.UPSTREAM_PARSE_REQUEST, _request(_form(("flag", b"[" * 100_000), files=False))
+        )
 
 
 @pytest.mark.parametrize(
@@ -588,14 +583,15 @@ def test_patched_multipart_parsing_refuses_a_text_file_field_or_unreadable_value
 ):
     fetched = _fetches(monkeypatch)
     with pytest.raises(ValidationError) as refused:
-        _parse(form_body._parse_request, _request(_text_form(*parts)), _upload_flagged)
+        _parse(form_body._parse_request, _request(_form(*parts, files=False)), _upload_flagged)
     assert [(e["type"], e["loc"]) for e in refused.value.errors()] == [(kind, loc)]
     assert fetched == []
 
 
 def test_patched_multipart_parsing_still_takes_a_file_and_a_text_field():
     request = _request(
-        _form(("file", b"a,b\n1,2")).replace(b"--b--\r\n", b"") + _text_form(("flag", b"true"))
+        _form(("file", b"a,b\n1,2")).replace(b"--b--\r\n", b"")
+        + _form(("flag", b"true"), files=False)
     )
     try:
         parsed = _parse(form_body._parse_request, request, _upload_flagged)

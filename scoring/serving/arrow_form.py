@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,10 +56,12 @@ from scoring.serving.request_guard import (
     refused,
     send_response,
 )
+from scoring.serving.settings import Settings
 from scoring.stored_model.feature_schema import Category
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
-DEFAULT_MAX_BYTES = 8 * 1024 * 1024  # the service's default body limit (SCORING_MAX_BODY_BYTES)
+# The service's default body limit (SCORING_MAX_BODY_BYTES), for callers outside the route.
+DEFAULT_MAX_BYTES: int = Settings.model_fields["max_body_bytes"].default
 PATH = "/predict_arrow"
 
 # What a float feature's column may hold: Arrow's integer and floating types, and its null type
@@ -110,24 +111,12 @@ def _names(schema: pa.Schema) -> list[str]:
         raise ArrowBodyError("body", "column names must be UTF-8") from None
 
 
-def _refused_column(names: list[str], spec: FeatureSpec) -> str:
-    """The column model_order's refusal is about, for the refusal's field: the first it lists,
-    checked in its order (unknown, missing, repeated; the unknown and repeated sorted)."""
-    given, known = set(names), set(spec.names)
-    if unknown := given - known:
-        return min(unknown)
-    if missing := [name for name in spec.names if name not in given]:
-        return missing[0]
-    repeated = [name for name, count in Counter(names).items() if count > 1]
-    return min(repeated, default="body")
-
-
 def _layout(schema: pa.Schema, spec: FeatureSpec) -> _Layout:
     names = _names(schema)
     try:
         order = model_order(names, spec)
     except RequestError as error:
-        raise ArrowBodyError(_refused_column(names, spec), str(error)) from None
+        raise ArrowBodyError(error.field or "body", str(error)) from None
     types = schema.types
     numeric = [
         position

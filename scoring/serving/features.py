@@ -42,8 +42,8 @@ WholeNumber = Annotated[float, Strict(), Field(multiple_of=1)]
 
 class RequestError(ValueError):
     """A request that validates structurally but not against the model's features. `field`:
-    the refused part as a path into the JSON body (`table.data.3.7`), when the check that
-    refused it knows one; the JSON routes then name it as the refusal's field."""
+    the refused part, when the check that refused it knows one: a path into the JSON body
+    (`table.data.3.7`, which the JSON routes then name as the refusal's field) or a column."""
 
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -221,15 +221,17 @@ def model_order(columns: Sequence[str], spec: FeatureSpec) -> list[int]:
     """Positions of the model's features among `columns`; each must appear exactly once."""
     given = set(columns)
     unknown = sorted(given - set(spec.names))
+    # Each refusal's field is the first column it names.
     if unknown:
-        raise RequestError(f"unknown feature(s): {named(unknown)}")
+        raise RequestError(f"unknown feature(s): {named(unknown)}", unknown[0])
     missing = [name for name in spec.names if name not in given]
     if missing:
-        raise RequestError(f"missing feature(s): {', '.join(missing)}")  # the model's, bounded
+        # The model's names: bounded, so listed whole.
+        raise RequestError(f"missing feature(s): {', '.join(missing)}", missing[0])
     if len(given) != len(columns):
         # Counted in one pass: a body may repeat a name hundreds of thousands of times.
         repeated = sorted(name for name, times in Counter(columns).items() if times > 1)
-        raise RequestError(f"repeated column(s): {named(repeated)}")
+        raise RequestError(f"repeated column(s): {named(repeated)}", repeated[0])
     position = {name: i for i, name in enumerate(columns)}
     return [position[name] for name in spec.names]
 
