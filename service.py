@@ -31,27 +31,26 @@ from bentoml.validators import ContentType
 from pydantic import AfterValidator, BaseModel, Field, StrictBool, StrictInt
 
 from scoring.bentoml_patches.json_body import WrittenKeys
-from scoring.serving.arrow_form import ArrowForm, ArrowRoute
-from scoring.serving.bulk_lane import in_bulk_lane
-from scoring.serving.features import (
+from scoring.core.contract import encoders, records_to_matrix
+from scoring.core.model import ServedModel
+from scoring.core.reasons import Reason, load_plan
+from scoring.serving.batching.bulk_lane import in_bulk_lane
+from scoring.serving.edge.arrow_route import ArrowForm, ArrowRoute
+from scoring.serving.edge.image import IMAGE
+from scoring.serving.edge.request_guard import install_request_guard
+from scoring.serving.edge.startup import prepare_service
+from scoring.serving.edge.version import VERSION, version_app
+from scoring.serving.forms.files import UploadedApplications, read_applications_file
+from scoring.serving.forms.records import (
     CompactTable,
     NumericCompactTable,
     compact_to_matrix,
-    encoders,
-    records_to_matrix,
     row_limit,
 )
-from scoring.serving.files import UploadedApplications, read_applications_file
-from scoring.serving.image import IMAGE
-from scoring.serving.metrics import count_unseen_category, record
-from scoring.serving.model import ServedModel
-from scoring.serving.monitoring import install as install_monitor
-from scoring.serving.monitoring import monitor_for
-from scoring.serving.monitoring import version_entry as monitoring_version
-from scoring.serving.reasons import Reason, load_plan
-from scoring.serving.request_guard import install_request_guard
-from scoring.serving.startup import prepare_service
-from scoring.serving.version import VERSION, version_app
+from scoring.serving.monitoring.drift import install as install_monitor
+from scoring.serving.monitoring.drift import monitor_for
+from scoring.serving.monitoring.drift import version_entry as monitoring_version
+from scoring.serving.monitoring.metrics import count_unseen_category, record
 
 log = logging.getLogger("bentoml.credit_scoring")
 
@@ -216,7 +215,7 @@ class CreditScoring:
         )
 
     def _version(self, threads: int) -> dict:
-        from scoring.serving.build_info import build_info
+        from scoring.serving.edge.build_info import build_info
 
         metadata = self.bento_model.info.metadata
         return {
@@ -275,7 +274,7 @@ class CreditScoring:
     async def _score(self, rows: np.ndarray) -> list[Prediction]:
         if len(rows) >= SETTINGS.bulk_rows:
             # A bulk request (it skipped the batching queue): scored and decided in the bulk
-            # lane, one at a time per worker, at low priority (scoring/serving/bulk_lane.py).
+            # lane, one at a time per worker, at low priority (scoring/serving/batching/bulk_lane.py).
             return await in_bulk_lane(self._score_now, rows)
         return self._decide(await self._probabilities(rows))
 

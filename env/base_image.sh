@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source env/containers.sh
 pick_engine
-BASE=${BASE_IMAGE_NAME:-$(.venv/bin/python -c 'from scoring.serving.image import BASE_IMAGE; print(BASE_IMAGE)')}
+BASE=${BASE_IMAGE_NAME:-$(.venv/bin/python -c 'from scoring.serving.edge.image import BASE_IMAGE; print(BASE_IMAGE)')}
 SUITE=bookworm # Python 3.11, the version the lock and the Bento are made for
 
 uv_bin=$(.venv/bin/python -c 'import uv; print(uv.find_uv_bin())')

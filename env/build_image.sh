@@ -69,10 +69,10 @@ source_url=$(git remote get-url origin 2>/dev/null | sed -E 's#//[^/@]*@#//#' ||
 created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 IMAGE=${IMAGE:-credit-scoring-service:$short}
 
-# The base image: the one scoring/serving/image.py names, built here from Debian's packages;
+# The base image: the one scoring.serving.edge.image.py names, built here from Debian's packages;
 # or BASE_IMAGE, through a copy of the bentofile whose docker.base_image overrides that name.
 bentofile=bentofile.yaml
-base=$(.venv/bin/python -c 'from scoring.serving.image import BASE_IMAGE; print(BASE_IMAGE)')
+base=$(.venv/bin/python -c 'from scoring.serving.edge.image import BASE_IMAGE; print(BASE_IMAGE)')
 if [ -n "${BASE_IMAGE:-}" ]; then
   mkdir -p .build
   bentofile=.build/bentofile.yaml

@@ -39,9 +39,9 @@ from loadtest.memory import ServerMemory, server_memory
 from loadtest.payloads import application_records, arrow_stream, compact_table
 from loadtest.processes import ROOT, free_port, running
 from loadtest.reasons_cost import reasons_cost
-from scoring.serving.arrow_form import ARROW_STREAM
-from scoring.serving.arrow_form import PATH as ARROW_PATH
-from scoring.serving.settings import Settings
+from scoring.serving.edge.arrow_route import PATH as ARROW_PATH
+from scoring.serving.edge.settings import Settings
+from scoring.serving.forms.arrow_stream import ARROW_STREAM
 from scoring.stored_model.layout import COMPILED_FILE
 
 BUILD = ROOT / ".build"

@@ -20,16 +20,15 @@ from pydantic import AfterValidator
 
 from loadtest.payloads import application_records, compact_body, predict_body
 from scoring.bentoml_patches import json_body
-from scoring.serving.features import (
+from scoring.core.contract import FeatureSpec, records_to_matrix
+from scoring.serving.edge.request_guard import _one_shape
+from scoring.serving.forms.records import (
     CompactTable,
-    FeatureSpec,
     NumericCompactTable,
     application_model,
     compact_to_matrix,
-    records_to_matrix,
     row_limit,
 )
-from scoring.serving.request_guard import _one_shape
 
 
 def _features(records: list[dict]) -> list[dict[str, Any]]:

@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     from loadtest.bench import write_bodies, wrk
     from loadtest.model_rows import RowEncoder
     from loadtest.payloads import application_records
-    from scoring.serving.settings import Settings
+    from scoring.serving.edge.settings import Settings
 
     if shutil.which("wrk") is None:
         sys.exit("mlserver_peer: wrk is missing; install it: apt-get install -y wrk")

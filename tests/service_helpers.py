@@ -59,7 +59,7 @@ def reference_probabilities(model_tag: str, records: list[dict]) -> np.ndarray:
 
 
 def names_the_field(body: dict, field: str) -> bool:
-    """True when a JSON error body (scoring/serving/refusals.py) points at `field`: as its
+    """True when a JSON error body (scoring/serving/edge/refusals.py) points at `field`: as its
     `field` path or a part of it (`AMT_CREDIT` in `applications.0.AMT_CREDIT`), or in one of its
     `detail` entries' location or message."""
     path = str(body.get("field", ""))

@@ -8,8 +8,10 @@ import pyarrow as pa
 import pytest
 
 from loadtest.payloads import arrow_stream as stream
-from scoring.serving.arrow_form import ARROW_STREAM, PATH, ArrowBodyError, arrow_matrix
-from scoring.serving.features import FeatureSpec
+from scoring.core.arrow_rows import ArrowBodyError
+from scoring.core.contract import FeatureSpec
+from scoring.serving.edge.arrow_route import PATH
+from scoring.serving.forms.arrow_stream import ARROW_STREAM, arrow_matrix
 from tests.service_helpers import categories_of, names_the_field, reference_probabilities
 
 HEADERS = {"content-type": ARROW_STREAM}
@@ -158,7 +160,7 @@ def test_what_is_not_an_arrow_stream_is_refused_in_the_one_shape(client, demo_ro
 
 
 def test_a_body_over_the_limit_is_a_413_announced_or_chunked(client):
-    from scoring.serving.settings import Settings
+    from scoring.serving.edge.settings import Settings
 
     too_big = b"\0" * (Settings.from_env({}).max_body_bytes + 1)
     answer = post(client, too_big)

@@ -74,7 +74,7 @@ def reachable_from(start: str) -> set[str]:
 def test_bentofile_ships_exactly_the_modules_the_service_imports():
     shipped = {path for path in shipped_files() if path.endswith(".py")}
     needed = reachable_from("service.py")
-    assert "scoring/serving/settings.py" in needed  # the walk follows the package's imports
+    assert "scoring/serving/edge/settings.py" in needed  # the walk follows the package's imports
     assert needed - shipped == set(), "add these to bentofile.yaml's include"
     assert shipped - needed == set(), "the image would carry these, which serving never imports"
     assert not any(path.startswith(("scoring/importing/", "demo_store/")) for path in shipped)
@@ -121,5 +121,5 @@ def test_the_service_serves_from_only_what_the_bentofile_ships(
     if result.returncode != 0:
         pytest.fail(f"the shipped files alone cannot serve:\n{result.stderr[-3000:]}")
     imported = set(result.stdout.split())
-    assert "scoring/serving/settings.py" in imported
+    assert "scoring/serving/edge/settings.py" in imported
     assert imported <= shipped_files()

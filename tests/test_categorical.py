@@ -234,7 +234,7 @@ def test_an_arrow_stream_of_the_pandas_frame_scores_as_lightgbm_does(server):
     import pyarrow as pa
 
     from loadtest.payloads import arrow_stream
-    from scoring.serving.arrow_form import ARROW_STREAM
+    from scoring.serving.forms.arrow_stream import ARROW_STREAM
 
     frame, _ = applications(200, seed=3)
     response = requests.post(

@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from loadtest.processes import ROOT, free_port
-from scoring.serving.startup import CANNOT_SERVE_EXIT_CODE
+from scoring.serving.edge.startup import CANNOT_SERVE_EXIT_CODE
 from tests.service_helpers import reference_probabilities
 
 pytestmark = pytest.mark.container

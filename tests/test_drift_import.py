@@ -17,7 +17,7 @@ from bentoml.exceptions import NotFound
 
 import import_model
 from scoring.importing.errors import ReferenceProblem
-from scoring.serving.monitoring import MonitoringOff, monitor_for, version_entry
+from scoring.serving.monitoring.drift import MonitoringOff, monitor_for, version_entry
 from scoring.stored_model.drift_reference import DRIFT_REFERENCE_FILE, DriftReference
 from scoring.stored_model.layout import CHECKSUMS_KEY, file_sha256
 

@@ -10,13 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from scoring.serving.features import (
+from scoring.core.contract import FeatureSpec, RequestError, records_to_matrix
+from scoring.serving.forms.records import (
     CompactTable,
-    FeatureSpec,
-    RequestError,
     application_model,
     compact_to_matrix,
-    records_to_matrix,
 )
 
 SPEC = FeatureSpec(names=("AMT_CREDIT", "CNT_CHILDREN", "EXT_SOURCE_1", "DAYS_BIRTH"),

@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from scoring.serving.settings import PREFIX, Settings
+from scoring.serving.edge.settings import PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "env/k8s"

@@ -91,7 +91,7 @@ def test_the_benchmark_ceiling_scores_with_the_services_compiled_forest(
     import bentoml
 
     from loadtest import bench
-    from scoring.serving.settings import Settings
+    from scoring.serving.edge.settings import Settings
 
     assert (
         Settings.from_env({}).worker_count() * (Settings.from_env({}).booster_threads())

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from scoring.serving import metrics
+from scoring.serving.monitoring import metrics
 
 
 def _histogram(registry: CollectorRegistry) -> Histogram:

@@ -23,7 +23,7 @@ def monitoring(client) -> dict:
 def settled_rows(client) -> int:
     """The rows counted once everything scored so far (by earlier tests too) is drained: the
     count stops moving for longer than a drain interval."""
-    from scoring.serving.monitoring import DRAIN_INTERVAL_S
+    from scoring.serving.monitoring.drift import DRAIN_INTERVAL_S
 
     rows = monitoring(client)["rows"]
     for _ in range(20):
@@ -89,7 +89,7 @@ def test_an_unseen_category_is_reported_even_when_refused(client, demo_rows):
 
 
 def test_bulk_requests_scored_in_the_bulk_lane_feed_the_drift_counts_too(client, demo_rows):
-    from scoring.serving.settings import Settings
+    from scoring.serving.edge.settings import Settings
 
     bulk = Settings.from_env({}).bulk_rows  # this many rows or more take the bulk lane
     rows = demo_rows[: 2 * bulk]

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scoring.serving.features import FeatureSpec
-from scoring.serving.reasons import ReasonPlan, load_plan
+from scoring.core.contract import FeatureSpec
+from scoring.core.reasons import ReasonPlan, load_plan
 from scoring.stored_model.layout import BOOSTER_FILE, CHECKSUMS_KEY, file_sha256
 from scoring.stored_model.reason_codes import (
     REASON_CODES_FILE,

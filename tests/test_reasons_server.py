@@ -19,8 +19,8 @@ from mlflow.tracking import MlflowClient
 import import_model
 from demo_store.mlflow_runs import TINY, build_demo_store
 from loadtest.processes import ROOT, free_port, running
+from scoring.core.reasons import NO_TABLE_SOURCE
 from scoring.importing.errors import ReasonTableProblem
-from scoring.serving.reasons import NO_TABLE_SOURCE
 from scoring.stored_model.reason_codes import REASON_CODES_FILE, REASON_CODES_KEY
 from tests.service_helpers import bento_models
 

@@ -251,8 +251,8 @@ def test_a_parquet_file_that_unpacks_over_the_byte_limit_is_refused_before_it_is
     import pandas as pd
 
     import service
-    from scoring.serving.features import RequestError
-    from scoring.serving.files import read_applications_file
+    from scoring.core.contract import RequestError
+    from scoring.serving.forms.files import read_applications_file
 
     path = tmp_path / "a.parquet"
     pd.DataFrame(demo_rows[:50]).to_parquet(path)
@@ -274,8 +274,8 @@ def test_a_parquet_text_column_that_expands_past_the_byte_limit_is_refused_befor
     import pandas as pd
 
     import service
-    from scoring.serving.features import RequestError
-    from scoring.serving.files import read_applications_file
+    from scoring.core.contract import RequestError
+    from scoring.serving.forms.files import read_applications_file
 
     category = next(name for name, value in demo_rows[0].items() if isinstance(value, str))
     frame = pd.DataFrame([demo_rows[0]] * 2_000)

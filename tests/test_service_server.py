@@ -20,7 +20,7 @@ import requests
 
 from loadtest.processes import ROOT, free_port, running
 from scoring.serving import bulk_lane
-from scoring.serving.settings import FILE_SIZE_FACTOR
+from scoring.serving.edge.settings import FILE_SIZE_FACTOR
 from tests.service_helpers import names_the_field, reference_probabilities
 
 pytestmark = pytest.mark.server
@@ -480,7 +480,8 @@ def test_the_arrow_form_scores_as_the_records_form_in_the_real_server(server, de
     import pyarrow as pa
 
     from loadtest.payloads import arrow_stream
-    from scoring.serving.arrow_form import ARROW_STREAM, PATH
+    from scoring.serving.edge.arrow_route import PATH
+    from scoring.serving.forms.arrow_stream import ARROW_STREAM
 
     rows = demo_rows[:MAX_ROWS]
     answer = requests.post(

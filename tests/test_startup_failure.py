@@ -13,7 +13,7 @@ import bentoml
 import pytest
 
 from loadtest.processes import ROOT, free_port
-from scoring.serving.startup import CANNOT_SERVE_EXIT_CODE
+from scoring.serving.edge.startup import CANNOT_SERVE_EXIT_CODE
 from scoring.stored_model.layout import BOOSTER_FILE
 
 pytestmark = pytest.mark.server

@@ -149,8 +149,9 @@ def _check_scores_its_example(
     booster: lgb.Booster, columns: list[FeatureColumn], example: dict[str, Any]
 ) -> None:
     """The service's start-up self-test, run here: whatever imports also serves."""
-    from scoring.serving.features import FeatureSpec, application_model
-    from scoring.serving.model import ModelCannotServe, score_example
+    from scoring.core.contract import FeatureSpec
+    from scoring.core.model import ModelCannotServe, score_example
+    from scoring.serving.forms.records import application_model
 
     spec = FeatureSpec.from_metadata([column.to_metadata() for column in columns])
     try:

@@ -1,1 +1,1 @@
-"""service.py's request path: settings, request schema, files, request guard, /version, metrics."""
+"""The request path, by concern: edge/ (HTTP: settings, start-up, guard, refusals, routes of its\nown), forms/ (request bodies → the model's matrix), batching/ (the bulk lane), monitoring/\n(drift and metrics). Scoring itself lives below, in scoring/core/."""

@@ -32,8 +32,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from scoring.serving import metrics
-from scoring.serving.bulk_lane import BULK_NICENESS
+from scoring.serving.batching.bulk_lane import BULK_NICENESS
+from scoring.serving.monitoring import metrics
 from scoring.stored_model.drift_reference import (
     DRIFT_REFERENCE_FILE,
     MISSING_BIN,

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from scoring.serving.features import FeatureSpec
+from scoring.core.contract import FeatureSpec
 from scoring.stored_model.reason_codes import (
     REASON_CODES_FILE,
     REASON_CODES_KEY,
@@ -154,7 +154,7 @@ class ReasonTableUnusable(RuntimeError):  # noqa: N818 - what the operator reads
 
 def load_plan(model_dir: Path, metadata: Mapping[str, Any], names: Sequence[str]) -> ReasonPlan:
     """The stored model's plan. Its file's checksum is verified with the model's other files
-    (scoring/serving/model.py) before this reads it."""
+    (scoring/core/model.py) before this reads it."""
     stored = metadata.get(REASON_CODES_KEY) or {}
     path = model_dir / REASON_CODES_FILE
     if not stored.get("sha256") or not path.exists():

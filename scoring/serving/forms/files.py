@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from scoring.serving.features import (
+from scoring.core.contract import (
     FeatureSpec,
     RequestError,
     UnseenCategory,

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from scoring.serving.forms.limits import DEFAULT_MAX_BODY_BYTES
+
 PREFIX = "SCORING_"
 # A file upload may carry this many times a JSON request's rows and bytes: files are for bulk.
 FILE_SIZE_FACTOR = 20
@@ -47,7 +49,7 @@ class Settings(BaseSettings):
     """HTTP worker processes; 0 = one per available CPU."""
     max_rows_per_request: int = Field(5000, ge=1)
     """Largest batch of applications one JSON request may carry (400 above it)."""
-    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1)
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1)
     """Largest JSON request body (413 above it)."""
     max_batch_size: int = Field(2048, ge=1)
     """Adaptive batching: most rows merged into one model call."""

@@ -1,4 +1,4 @@
-"""GET /version (and GET /monitoring, from scoring/serving/monitoring.py): a small ASGI app
+"""GET /version (and GET /monitoring, from scoring/serving/monitoring/drift.py): a small ASGI app
 mounted beside the service, since BentoML's @bentoml.api routes are POST only. The service
 fills VERSION once its model is loaded; the state of BentoML's patches is read when asked,
 since BentoML builds its dispatchers after the import."""
@@ -13,8 +13,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from scoring import bentoml_patches
-from scoring.serving.bulk_lane import lane_niceness
-from scoring.serving.monitoring import monitoring_route
+from scoring.serving.batching.bulk_lane import lane_niceness
+from scoring.serving.monitoring.drift import monitoring_route
 
 VERSION: dict[str, Any] = {}
 

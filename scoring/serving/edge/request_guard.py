@@ -13,7 +13,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from scoring.serving.refusals import refusal, reshape
+from scoring.serving.edge.refusals import refusal, reshape
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]

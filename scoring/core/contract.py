@@ -1,9 +1,11 @@
-"""The request schema, generated from the model's own columns, and the mapping of validated
-requests to the float64 matrix LightGBM scores (columns in the booster's order).
+"""The request contract, generated from the model's own columns: which features, of which kind,
+and how a cell of each kind is checked and coded into the float64 matrix LightGBM scores
+(columns in the booster's order). Shared by every request form, the service's and the
+portfolio job's.
 
 The contract never guesses. Float features take numbers, and null as a missing value (LightGBM
 routes NaN down its learned default branch); integer features take whole numbers and must be
-present; boolean features take true/false. Categorical features take their category as a JSON
+present; boolean features take true/false. Categorical features take their category as a
 string (null = missing) and are scored by its code, as LightGBM codes a pandas `category`
 column. A boolean is not a number, a numeric string is not a number, a number is not a
 category, and NaN and infinity literals are refused everywhere.
@@ -14,17 +16,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    Strict,
-    create_model,
-)
+from pydantic import BaseModel
 
 from scoring.stored_model.feature_schema import (
     BOOLEAN_TYPES,
@@ -34,10 +29,6 @@ from scoring.stored_model.feature_schema import (
 )
 
 UnseenCategory = Literal["reject", "missing"]
-StrictFloat = Annotated[float, Strict()]
-StrictStr = Annotated[str, Strict()]
-StrictBool = Annotated[bool, Strict()]
-WholeNumber = Annotated[float, Strict(), Field(multiple_of=1)]
 
 
 class RequestError(ValueError):
@@ -147,74 +138,8 @@ def category_encoder(
     return encode
 
 
-def _ignore(_: str) -> None:
+def ignore(_: str) -> None:
     return None
-
-
-def application_model(
-    spec: FeatureSpec,
-    example: Mapping[str, Any],
-    unseen: UnseenCategory = "reject",
-    on_unseen: Callable[[str], None] = _ignore,
-) -> type[BaseModel]:
-    """A pydantic model with one strictly typed field per feature, in model order. A validated
-    application holds what the model scores: categories are already their codes."""
-    fields: dict[str, Any] = {}
-    for name in spec.names:
-        if name in spec.categories:
-            encode = category_encoder(name, spec.codes(name), unseen, on_unseen)
-            categories = [*spec.categories[name], None]
-            kind: Any = Annotated[StrictStr | None, AfterValidator(encode)]
-            if categories and isinstance(categories[0], int):
-                kind = Annotated[Annotated[int, Strict()] | None, AfterValidator(encode)]
-            description = "category (null = missing)"
-            extra: dict[str, Any] = {"enum": categories}
-        elif name in spec.boolean:
-            kind, description, extra = StrictBool, "required boolean", {}
-        elif name in spec.integer:
-            # Checked by pydantic-core itself (a per-cell Python validator cost a seventh of a
-            # 500-row body's parsing): a whole number, 3 or 3.0, never a bool or a string.
-            kind, description, extra = WholeNumber, "required integer", {}
-        else:
-            kind, description, extra = StrictFloat | None, "missing allowed (null)", {}
-        fields[name] = (
-            kind,
-            Field(
-                ...,
-                description=description,
-                examples=[example.get(name)],
-                json_schema_extra=extra or None,
-            ),
-        )
-    config = ConfigDict(
-        extra="forbid", allow_inf_nan=False, json_schema_extra={"example": dict(example)}
-    )
-    return create_model("Application", __config__=config, **fields)
-
-
-def records_to_matrix(records: Sequence[BaseModel]) -> np.ndarray:
-    """Validated Application models to rows; field order is model order by construction."""
-    # numpy turns None (a missing value) into NaN for a float64 array, and booleans into 0/1.
-    return np.array([tuple(record.__dict__.values()) for record in records], dtype=np.float64)
-
-
-Cell = StrictFloat | StrictStr | StrictBool | None
-
-
-class CompactTable(BaseModel):
-    """Column names once, then rows of values: pandas' `split` orientation."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    columns: list[str] = Field(..., description="feature names, each exactly once, any order")
-    data: list[list[Cell]] = Field(..., description="one row of values per application")
-
-
-class NumericCompactTable(CompactTable):
-    """The compact form for a model whose features are all numbers: parsed as such."""
-
-    data: list[list[StrictFloat | None]] = Field(
-        ..., description="one row of values per application"
-    )
 
 
 def model_order(columns: Sequence[str], spec: FeatureSpec) -> list[int]:
@@ -294,80 +219,6 @@ def encoders(
     }
 
 
-def compact_to_matrix(
-    table: CompactTable,
-    spec: FeatureSpec,
-    max_rows: int,
-    encode: Mapping[str, Callable[[Any], float | None]] | None = None,
-) -> np.ndarray:
-    """`encode`: each categorical feature's encoder (see `encoders`), built once by the caller;
-    by default unseen categories are refused."""
-    check_row_count(len(table.data), max_rows)
-    try:
-        order = model_order(table.columns, spec)
-    except RequestError as error:
-        raise RequestError(str(error), "table.columns") from None
-    width = len(table.columns)
-    for index, row in enumerate(table.data):
-        if len(row) != width:
-            message = f"data[{index}] has {len(row)} values for {width} columns"
-            raise RequestError(message, f"table.data.{index}")
-    if isinstance(table, NumericCompactTable):
-        # Parsed as numbers already: straight to float64, no per-cell check on the request path.
-        matrix = np.array(table.data, dtype=np.float64).reshape(len(table.data), width)[:, order]
-    elif spec.numeric_only:
-        cells = np.array(table.data, dtype=object).reshape(len(table.data), width)[:, order]
-        _check_numbers(cells, spec, order, range(len(spec.names)))
-        matrix = cells.astype(np.float64)
-    else:
-        matrix = _mixed_compact(
-            table, spec, order, width, encode or encoders(spec, "reject", _ignore)
-        )
-    check_integer_columns(matrix, spec)
-    return matrix
-
-
-def _check_numbers(
-    cells: np.ndarray, spec: FeatureSpec, order: list[int], positions: Sequence[int]
-) -> None:
-    """Numeric columns hold numbers or null only: one pass over their cells' types."""
-    if set(map(type, cells[:, positions].ravel().tolist())) <= NUMBER_TYPES:
-        return
-    for position in positions:
-        for row, value in enumerate(cells[:, position].tolist()):
-            if type(value) not in NUMBER_TYPES:
-                name = spec.names[position]
-                allowed = "a number" + ("" if name in spec.integer else " or null")
-                path = f"table.data.{row}.{order[position]}"
-                message = f"{path} ({name}) must be {allowed}, got {shown(value)}"
-                raise RequestError(message, path)
-
-
-def _mixed_compact(
-    table: CompactTable,
-    spec: FeatureSpec,
-    order: list[int],
-    width: int,
-    encode: Mapping[str, Callable[[Any], float | None]],
-) -> np.ndarray:
-    """Numbers checked in one pass; the few boolean and categorical columns one by one."""
-    cells = np.array(table.data, dtype=object).reshape(len(table.data), width)[:, order]
-    special = [i for i, n in enumerate(spec.names) if n in spec.boolean or n in spec.categories]
-    numeric = [i for i in range(len(spec.names)) if i not in set(special)]
-    _check_numbers(cells, spec, order, numeric)
-    for position in special:
-        name, source = spec.names[position], order[position]
-        cells[:, position] = column_values(
-            cells[:, position].tolist(),
-            name,
-            spec,
-            encode.get(name),
-            where=lambda row, source=source: f"table.data.{row}.{source}",
-            path=lambda row, source=source: f"table.data.{row}.{source}",
-        )
-    return cells.astype(np.float64)
-
-
 def check_integer_columns(matrix: np.ndarray, spec: FeatureSpec) -> None:
     """Integer features must be present and whole (compact rows arrive as floats)."""
     for column, name in enumerate(spec.names):
@@ -386,11 +237,7 @@ def check_row_count(n_rows: int, max_rows: int) -> None:
         raise RequestError(f"{n_rows} applications exceed the per-request maximum {max_rows}")
 
 
-def row_limit(max_rows: int) -> AfterValidator:
-    """Refuse empty requests and requests over the per-request maximum."""
-
-    def check(rows: list) -> list:
-        check_row_count(len(rows), max_rows)
-        return rows
-
-    return AfterValidator(check)
+def records_to_matrix(records: Sequence[BaseModel]) -> np.ndarray:
+    """Validated Application models to rows; field order is model order by construction."""
+    # numpy turns None (a missing value) into NaN for a float64 array, and booleans into 0/1.
+    return np.array([tuple(record.__dict__.values()) for record in records], dtype=np.float64)

@@ -14,7 +14,7 @@ import lightgbm as lgb
 import numpy as np
 from pydantic import BaseModel
 
-from scoring.serving.features import FeatureSpec, records_to_matrix
+from scoring.core.contract import FeatureSpec, records_to_matrix
 from scoring.stored_model import compiled
 from scoring.stored_model.layout import BOOSTER_FILE, CHECKSUMS_KEY, COMPILED_FILE, file_sha256
 from scoring.stored_model.provenance import Provenance

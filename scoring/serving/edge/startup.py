@@ -16,13 +16,14 @@ from bentoml.exceptions import NotFound
 from pydantic import BaseModel
 
 from scoring import bentoml_patches
-from scoring.serving.arrow_form import PATH as ARROW_PATH
-from scoring.serving.bulk_lane import in_bulk_lane
-from scoring.serving.features import FeatureSpec, application_model
-from scoring.serving.metrics import count_unseen_category
-from scoring.serving.model import ModelCannotServe, ServedModel
-from scoring.serving.settings import Settings, SettingsError
-from scoring.serving.version import version_app
+from scoring.core.contract import FeatureSpec
+from scoring.core.model import ModelCannotServe, ServedModel
+from scoring.serving.batching.bulk_lane import in_bulk_lane
+from scoring.serving.edge.arrow_route import PATH as ARROW_PATH
+from scoring.serving.edge.settings import Settings, SettingsError
+from scoring.serving.edge.version import version_app
+from scoring.serving.forms.records import application_model
+from scoring.serving.monitoring.metrics import count_unseen_category
 
 # `bentoml serve` and the container exit with this when the model cannot be served.
 CANNOT_SERVE_EXIT_CODE = 3

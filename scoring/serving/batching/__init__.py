@@ -1,0 +1,1 @@
+"""Where bulk requests are scored: one low-priority lane per worker."""

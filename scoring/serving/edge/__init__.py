@@ -1,0 +1,1 @@
+"""The HTTP edge: settings, start-up, the request guard and refusals, /version, the Arrow route."""

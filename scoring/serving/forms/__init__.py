@@ -1,0 +1,2 @@
+"""Request bodies (JSON records, compact tables, Arrow streams, files) → the matrix the model
+scores, by the contract in scoring/core/."""
