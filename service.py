@@ -34,9 +34,11 @@ from scoring.bentoml_patches.json_body import WrittenKeys
 from scoring.core.contract import encoders, records_to_matrix
 from scoring.core.model import ServedModel
 from scoring.core.reasons import Reason, load_plan
+from scoring.core.scorer import Scorer
 from scoring.serving.batching.bulk_lane import in_bulk_lane
 from scoring.serving.edge.arrow_route import ArrowForm, ArrowRoute
 from scoring.serving.edge.image import IMAGE
+from scoring.serving.edge.openapi import CompleteOpenAPI
 from scoring.serving.edge.request_guard import install_request_guard
 from scoring.serving.edge.startup import prepare_service
 from scoring.serving.edge.version import VERSION, version_app
@@ -176,45 +178,51 @@ class CreditScoring:
     bento_model = bentoml.models.BentoModel(SETTINGS.model_tag)
 
     def __init__(self) -> None:
-        self.model = ServedModel.load(self.bento_model, SPEC, Application, EXAMPLE)
-        self.model_tag, self.provenance = self.model.tag, self.model.provenance
+        model = ServedModel.load(self.bento_model, SPEC, Application, EXAMPLE)
         if SETTINGS.threshold is not None:
-            self.threshold, self.threshold_origin = SETTINGS.threshold, "override SCORING_THRESHOLD"
+            threshold, self.threshold_origin = SETTINGS.threshold, "override SCORING_THRESHOLD"
         else:
-            self.threshold, self.threshold_origin = self.provenance.threshold, "model label"
-        # Passed per call: a Booster loaded from file ignores constructor params.
-        self.threads = threads = SETTINGS.booster_threads()
-        # Scoring goes through the compiled forest when the import stored one, else through the
-        # booster; /explain always uses the booster.
-        self.booster, self.scorer = self.model.booster, self.model.scorer
-        # Its file's checksum was verified with the model's.
-        self.reason_plan = load_plan(Path(self.bento_model.path), self.model.metadata, SPEC.names)
+            threshold, self.threshold_origin = model.provenance.threshold, "model label"
         # Drift against the reference stored with the model: the request path only appends.
         self.monitor = monitor_for(
             self.bento_model,
             SPEC.names,
-            self.threshold,
+            threshold,
             SETTINGS.monitoring_window_s,
             enabled=SETTINGS.drift_monitoring,
         )
         install_monitor(self.monitor)
+        # Every route scores through this one scorer (scoring/core/scorer.py): its rows counted
+        # for drift, its decisions in the metrics. Its reason plan's file was verified with the
+        # model's.
+        self.scoring = Scorer(
+            model=model,
+            spec=SPEC,
+            threshold=threshold,
+            threads=SETTINGS.booster_threads(),
+            reason_plan=load_plan(Path(self.bento_model.path), model.metadata, SPEC.names),
+            reason_count=SETTINGS.reason_count,
+            on_scored=self.monitor.observe,
+            on_decided=record,
+        )
+        self.model_tag, self.provenance = model.tag, model.provenance
         ARROW.attach(self._answer_json)
         # Move start-up objects (model, schema, libraries) out of the collector's reach: full
         # collections then scan only request garbage, which cut p99 spikes under load.
         gc.collect()
         gc.freeze()
-        VERSION.update(self._version(threads))
+        VERSION.update(self._version())
         log.info(
             "serving %s run_id=%s threshold=%s (%s, source %s) lightgbm_threads=%d",
             self.model_tag,
             self.provenance.run_id,
-            self.threshold,
+            threshold,
             self.threshold_origin,
             self.provenance.threshold_source,
-            threads,
+            self.scoring.threads,
         )
 
-    def _version(self, threads: int) -> dict:
+    def _version(self) -> dict:
         from scoring.serving.edge.build_info import build_info
 
         metadata = self.bento_model.info.metadata
@@ -228,7 +236,7 @@ class CreditScoring:
             "model_alias": self.provenance.model_alias,
             "experiment": self.provenance.experiment,
             "stage": self.provenance.stage,
-            "threshold": self.threshold,
+            "threshold": self.scoring.threshold,
             "threshold_origin": self.threshold_origin,
             "threshold_source_in_mlflow": self.provenance.threshold_source,
             "mlflow_model_uri": metadata.get("mlflow_model_uri"),
@@ -239,10 +247,10 @@ class CreditScoring:
                 "lightgbm_serving": lgb.__version__,
                 "bentoml_serving": bentoml.__version__,
             },
-            "lightgbm_threads": threads,
-            "predictor": self.model.predictor,
+            "lightgbm_threads": self.scoring.threads,
+            "predictor": self.scoring.model.predictor,
             "features": len(SPEC.names),
-            "reason_codes": self.reason_plan.describe(SETTINGS.reason_count),
+            "reason_codes": self.scoring.reason_plan.describe(SETTINGS.reason_count),
             "drift_monitoring": monitoring_version(self.monitor),
             # Which process answered: with several workers, each serves its own connections.
             "worker": {
@@ -255,12 +263,6 @@ class CreditScoring:
     def __is_ready__(self) -> bool:
         return True  # __init__ has loaded the model and passed its self-test
 
-    def _scored(self, rows: np.ndarray, threads: int) -> np.ndarray:
-        """The one place rows are scored: every route's rows are also counted for drift."""
-        probabilities = self.scorer.predict(rows, num_threads=threads)
-        self.monitor.observe(rows, probabilities)
-        return probabilities
-
     async def _probabilities(self, rows: np.ndarray) -> np.ndarray:
         # The batch APIs are async on purpose: a small batch is scored right on the event
         # loop, with no hand-off to a thread that would then wait for the GIL while the loop
@@ -268,48 +270,28 @@ class CreditScoring:
         # loop keeps reading the next requests meanwhile.
         if len(rows) < INLINE_ROWS:
             # One thread: for a few rows, waking OpenMP threads costs more than it saves.
-            return self._scored(rows, 1)
-        return await asyncio.to_thread(self._scored, rows, self.threads)
+            return self.scoring.probabilities(rows, threads=1)
+        return await asyncio.to_thread(self.scoring.probabilities, rows)
 
     async def _score(self, rows: np.ndarray) -> list[Prediction]:
         if len(rows) >= SETTINGS.bulk_rows:
             # A bulk request (it skipped the batching queue): scored and decided in the bulk
-            # lane, one at a time per worker, at low priority (scoring/serving/batching/bulk_lane.py).
+            # lane, one at a time per worker, at low priority (serving/batching/bulk_lane.py).
             return await in_bulk_lane(self._score_now, rows)
         return self._decide(await self._probabilities(rows))
 
     def _score_now(self, rows: np.ndarray) -> list[Prediction]:
-        return self._decide(self._scored(rows, self.threads))
-
-    def _decisions(self, probabilities: np.ndarray) -> np.ndarray:
-        """Which rows are rejected at the served threshold; counted in the metrics."""
-        rejected = probabilities >= self.threshold
-        record(probabilities, rejected)
-        return rejected
-
-    def _answers(self, probabilities: np.ndarray) -> list[dict]:
-        """Each row's answer, the fields of Prediction, decided and counted in the metrics."""
-        rejected = self._decisions(probabilities)
-        threshold, model = self.threshold, self.model_tag
-        return [
-            {
-                "probability_of_default": p,
-                "decision": "reject" if r else "approve",
-                "threshold": threshold,
-                "model": model,
-            }
-            for p, r in zip(probabilities.tolist(), rejected.tolist(), strict=True)
-        ]
+        return self._decide(self.scoring.probabilities(rows))
 
     def _decide(self, probabilities: np.ndarray) -> list[Prediction]:
         # Built from values that hold by construction (a probability, one of two decisions):
         # validating 500 answers again cost more than scoring them.
-        return [Prediction.model_construct(**a) for a in self._answers(probabilities)]
+        return [Prediction.model_construct(**a) for a in self.scoring.answers(probabilities)]
 
     def _answer_json(self, rows: np.ndarray) -> bytes:
         """Score and decide `rows` into the JSON /predict answers, without building a model per
         row (the Arrow route's answer, made in the bulk lane)."""
-        return orjson.dumps(self._answers(self._scored(rows, self.threads)))
+        return orjson.dumps(self.scoring.answers(self.scoring.probabilities(rows)))
 
     @batched_api(route="/predict")
     async def predict(
@@ -325,23 +307,17 @@ class CreditScoring:
         """The same scoring, for heavy clients: column names once, then rows of values."""
         return await self._score(table)
 
-    def _reasons(self, rows: np.ndarray) -> list[list[Reason]]:
-        """TreeSHAP from the booster the compiled forest was built from and checked against."""
-        contributions = self.booster.predict(rows, pred_contrib=True, num_threads=self.threads)
-        return self.reason_plan.explain(rows, contributions, SPEC, SETTINGS.reason_count)
-
     async def _decide_with_reasons(self, rows: np.ndarray) -> list[PredictionWithReasons]:
         predictions = await self._score(rows)
-        rejected = [i for i, p in enumerate(predictions) if p.decision == "reject"]
-        # TreeSHAP costs far more than scoring: in a thread (LightGBM releases the GIL), so the
-        # event loop keeps serving, and only for the rejected rows; a bulk request's in the
-        # bulk lane, behind the worker's other bulk work.
-        off_the_loop = in_bulk_lane if len(rows) >= SETTINGS.bulk_rows else asyncio.to_thread
-        explained = await off_the_loop(self._reasons, rows[rejected]) if rejected else []
+        decisions = [p.decision for p in predictions]
         reasons: list[list[Reason] | None] = [None] * len(predictions)
-        for index, found in zip(rejected, explained, strict=True):
-            reasons[index] = found
-        source = self.reason_plan.answer_source
+        if "reject" in decisions:
+            # TreeSHAP costs far more than scoring: in a thread (LightGBM releases the GIL), so
+            # the event loop keeps serving, and only for the rejected rows; a bulk request's in
+            # the bulk lane, behind the worker's other bulk work.
+            off_the_loop = in_bulk_lane if len(rows) >= SETTINGS.bulk_rows else asyncio.to_thread
+            reasons = await off_the_loop(self.scoring.reasons_of_rejected, rows, decisions)
+        source = self.scoring.reason_plan.answer_source
         return [
             PredictionWithReasons(
                 **p.__dict__, reasons=r, reason_source=None if r is None else source
@@ -369,29 +345,9 @@ class CreditScoring:
         self, applications: Applications, top_k: Annotated[StrictInt, Field(ge=1, le=200)] = 5
     ) -> Annotated[list[Explanation], JSON_RESPONSE]:
         """Per-feature contributions from LightGBM's TreeSHAP (pred_contrib=True)."""
-        contributions = self.booster.predict(
-            applications, pred_contrib=True, num_threads=self.threads
-        )
-        explanations = []
-        for row, contrib in zip(applications, contributions, strict=True):
-            raw_score = float(contrib.sum())
-            top = np.argsort(-np.abs(contrib[:-1]), kind="stable")[:top_k]
-            explanations.append(
-                Explanation(
-                    probability_of_default=float(1 / (1 + np.exp(-raw_score))),
-                    raw_score=raw_score,
-                    base_value=float(contrib[-1]),
-                    top_contributions=[
-                        Contribution(
-                            feature=SPEC.names[i],
-                            value=SPEC.value_of(SPEC.names[i], row[i]),
-                            contribution=float(contrib[i]),
-                        )
-                        for i in top
-                    ],
-                )
-            )
-        return explanations
+        return [
+            Explanation.model_validate(e) for e in self.scoring.explanations(applications, top_k)
+        ]
 
     @bentoml.api(route="/predict_file")
     def predict_file(
@@ -404,14 +360,14 @@ class CreditScoring:
     ) -> Path:
         """Score a CSV or Parquet file of applications; the same format comes back with
         `probability_of_default` and `decision` columns added (and `reasons` if asked)."""
-        probabilities = self._scored(file.matrix, self.threads)
+        probabilities = self.scoring.probabilities(file.matrix)
         frame = file.frame.assign(
             probability_of_default=probabilities,
             decision=[d.decision for d in self._decide(probabilities)],
         )
         if reasons:
-            decisions = frame["decision"].tolist()
-            frame = frame.assign(reasons=self._reason_column(file.matrix, decisions))
+            found = self.scoring.reasons_of_rejected(file.matrix, frame["decision"].tolist())
+            frame = frame.assign(reasons=[_reasons_text(r) for r in found])
         # BentoML's per-request folder: emptied once the response has been sent.
         out = Path(ctx.temp_dir) / f"scored{file.suffix}"
         if file.suffix == ".parquet":
@@ -420,15 +376,11 @@ class CreditScoring:
             frame.to_csv(out, index=False)
         return out
 
-    def _reason_column(self, matrix: np.ndarray, decisions: list[str]) -> list[str | None]:
-        """Each rejected row's reasons as JSON text, as /predict_with_reasons gives them;
-        empty (null) for approved rows."""
-        rejected = [i for i, d in enumerate(decisions) if d == "reject"]
-        column: list[str | None] = [None] * len(decisions)
-        explained = self._reasons(matrix[rejected]) if rejected else []
-        for index, found in zip(rejected, explained, strict=True):
-            column[index] = json.dumps([reason.model_dump() for reason in found])
-        return column
+
+def _reasons_text(reasons: list[Reason] | None) -> str | None:
+    """A rejected row's reasons as JSON text, as /predict_with_reasons gives them; empty (null)
+    for an approved row."""
+    return None if reasons is None else json.dumps([r.model_dump() for r in reasons])
 
 
 def _bento_tag() -> str:
@@ -441,3 +393,8 @@ def _bento_tag() -> str:
 
 install_request_guard(CreditScoring, SETTINGS)
 CreditScoring.add_asgi_middleware(ArrowRoute, form=ARROW)
+CreditScoring.add_asgi_middleware(
+    CompleteOpenAPI,
+    max_rows=SETTINGS.max_rows_per_request,
+    max_body_bytes=SETTINGS.max_body_bytes,
+)
