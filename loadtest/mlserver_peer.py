@@ -324,9 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     import bentoml
     import lightgbm as lgb
 
-    from loadtest.bench import write_bodies, wrk
     from loadtest.model_rows import RowEncoder
     from loadtest.payloads import application_records
+    from loadtest.wrk import write_bodies, wrk
     from scoring.serving.edge.settings import Settings
 
     if shutil.which("wrk") is None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from loadtest.payloads import application_records
 
 if TYPE_CHECKING:
-    from loadtest.bench import Measurement
+    from loadtest.wrk import Measurement
 
 SINGLE_CLIENTS = 32
 CANDIDATE_ROWS = 8000  # enough to find 3 bodies of 500 rejected rows at a ~20% reject rate
@@ -53,7 +53,7 @@ def reasons_cost(
     model's own mix of approvals and rejections, and to /predict_with_reasons with rejected rows
     only."""
     # Imported here: loadtest.bench imports this module, and this one uses bench's wrk runner.
-    from loadtest.bench import BATCH_CLIENTS, BATCH_ROWS, Measurement, write_bodies, wrk
+    from loadtest.wrk import BATCH_CLIENTS, BATCH_ROWS, Measurement, write_bodies, wrk
 
     base_url = base_url.rstrip("/")
     n_features = _get(f"{base_url}/version")["features"]
@@ -111,7 +111,7 @@ def main() -> int:
     parser.add_argument("--url", required=True, help="base URL of a running service")
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run")
     args = parser.parse_args()
-    from loadtest.bench import BUILD
+    from loadtest.wrk import BUILD
 
     if shutil.which("wrk") is None:
         sys.exit("reasons_cost: wrk is missing; install it: apt-get install -y wrk")
