@@ -323,3 +323,28 @@ def test_a_parquet_time_column_for_a_number_feature_is_refused_even_when_empty(
     response = client.post("/predict_file", files=files)
     assert response.status_code == 400, response.text
     assert "column AMT_CREDIT must hold numbers or categories" in response.json()["error"]
+
+
+def test_openapi_document_lists_every_public_route(client):
+    import service
+    from scoring.serving.edge.startup import SERVICE_PATHS
+
+    paths = client.get("/docs.json").json()["paths"]
+    routes = {api.route for api in service.CreditScoring.apis.values()} | set(SERVICE_PATHS)
+    assert routes - set(paths) == set()
+
+
+def test_openapi_documents_the_arrow_route_with_its_media_type_limits_and_refusals(client):
+    from scoring.serving.edge.settings import Settings
+
+    settings = Settings.from_env()
+    spec = client.get("/docs.json").json()
+    arrow = spec["paths"]["/predict_arrow"]["post"]
+    assert list(arrow["requestBody"]["content"]) == ["application/vnd.apache.arrow.stream"]
+    assert str(settings.max_body_bytes) in arrow["responses"]["413"]["description"]
+    assert str(settings.max_rows_per_request) in arrow["description"]
+    assert {"400", "413", "415"} <= set(arrow["responses"])
+    # The answer is /predict's, documented once.
+    assert arrow["responses"]["200"] == spec["paths"]["/predict"]["post"]["responses"]["200"]
+    refusal = arrow["responses"]["400"]["content"]["application/json"]["schema"]["$ref"]
+    assert refusal.rsplit("/", 1)[1] in spec["components"]["schemas"]
