@@ -20,6 +20,7 @@ import gc
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -37,6 +38,7 @@ from scoring.core.reasons import Reason, load_plan
 from scoring.core.scorer import Scorer
 from scoring.serving.batching.bulk_lane import in_bulk_lane
 from scoring.serving.edge.arrow_route import ArrowForm, ArrowRoute
+from scoring.serving.edge.challenger import shadow_lane
 from scoring.serving.edge.image import IMAGE
 from scoring.serving.edge.openapi import CompleteOpenAPI
 from scoring.serving.edge.request_guard import install_request_guard
@@ -53,6 +55,7 @@ from scoring.serving.monitoring.drift import install as install_monitor
 from scoring.serving.monitoring.drift import monitor_for
 from scoring.serving.monitoring.drift import version_entry as monitoring_version
 from scoring.serving.monitoring.metrics import count_unseen_category, record
+from scoring.serving.shadow.lane import EVEN_EDGES, ShadowLane
 
 log = logging.getLogger("bentoml.credit_scoring")
 
@@ -176,6 +179,10 @@ class Explanation(BaseModel):
 )
 class CreditScoring:
     bento_model = bentoml.models.BentoModel(SETTINGS.model_tag)
+    # Declared, so `bentoml build` packs it with the champion (list it in bentofile's models).
+    challenger_model = (
+        bentoml.models.BentoModel(SETTINGS.challenger) if SETTINGS.challenger else None
+    )
 
     def __init__(self) -> None:
         model = ServedModel.load(self.bento_model, SPEC, Application, EXAMPLE)
@@ -192,6 +199,7 @@ class CreditScoring:
             enabled=SETTINGS.drift_monitoring,
         )
         install_monitor(self.monitor)
+        self.shadow = self._shadow(model.tag, threshold)
         # Every route scores through this one scorer (scoring/core/scorer.py): its rows counted
         # for drift, its decisions in the metrics. Its reason plan's file was verified with the
         # model's.
@@ -202,7 +210,7 @@ class CreditScoring:
             threads=SETTINGS.booster_threads(),
             reason_plan=load_plan(Path(self.bento_model.path), model.metadata, SPEC.names),
             reason_count=SETTINGS.reason_count,
-            on_scored=self.monitor.observe,
+            on_scored=self._on_scored(),
             on_decided=record,
         )
         self.model_tag, self.provenance = model.tag, model.provenance
@@ -221,6 +229,37 @@ class CreditScoring:
             self.provenance.threshold_source,
             self.scoring.threads,
         )
+
+    def _shadow(self, champion_tag: str, threshold: float) -> ShadowLane | None:
+        """The challenger's shadow lane, when one is configured (checked at start)."""
+        if not SETTINGS.challenger:
+            return None
+        reference = getattr(self.monitor, "reference", None)
+        # Both models' scores are binned at the champion's reference deciles when it has them.
+        edges = reference.score.edges if reference is not None else EVEN_EDGES
+        lane = shadow_lane(
+            SETTINGS.challenger,
+            champion_tag,
+            SPEC,
+            threshold,
+            SETTINGS.reason_count,
+            SETTINGS.shadow_max_pending_rows,
+            score_edges=edges,
+        )
+        lane.start()
+        return lane
+
+    def _on_scored(self) -> Callable[[np.ndarray, np.ndarray], None]:
+        """What every scored batch feeds: the drift counts and, with a challenger, its lane."""
+        observe, shadow = self.monitor.observe, self.shadow
+        if shadow is None:
+            return observe
+
+        def observe_and_offer(rows: np.ndarray, probabilities: np.ndarray) -> None:
+            observe(rows, probabilities)
+            shadow.offer(rows, probabilities)
+
+        return observe_and_offer
 
     def _version(self) -> dict:
         from scoring.serving.edge.build_info import build_info
@@ -252,6 +291,15 @@ class CreditScoring:
             "features": len(SPEC.names),
             "reason_codes": self.scoring.reason_plan.describe(SETTINGS.reason_count),
             "drift_monitoring": monitoring_version(self.monitor),
+            "models": [
+                {
+                    "model_tag": self.model_tag,
+                    "run_id": self.provenance.run_id,
+                    "threshold": self.scoring.threshold,
+                    "role": "champion",
+                },
+                *([self.shadow.describe()] if self.shadow else []),
+            ],
             # Which process answered: with several workers, each serves its own connections.
             "worker": {
                 "index": bentoml.server_context.worker_index,

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ALLOWED: dict[str, set[str]] = {
     "service": {
         "scoring.serving.edge",
+        "scoring.serving.shadow",
         "scoring.serving.forms",
         "scoring.serving.monitoring",
         "scoring.serving.batching",
@@ -28,6 +29,7 @@ ALLOWED: dict[str, set[str]] = {
         "scoring.stored_model",
     },
     "scoring.serving.edge": {
+        "scoring.serving.shadow",
         "scoring.serving.forms",
         "scoring.serving.monitoring",
         "scoring.serving.batching",
@@ -41,6 +43,9 @@ ALLOWED: dict[str, set[str]] = {
         "scoring.core",
         "scoring.stored_model",
     },
+    # The challenger's lane scores through the core, after the answer, at the bulk lane's
+    # priority.
+    "scoring.serving.shadow": {"scoring.serving.batching", "scoring.core", "scoring.stored_model"},
     "scoring.serving.batching": set(),
     "scoring.bentoml_patches": set(),
     "scoring.core": {"scoring.stored_model"},

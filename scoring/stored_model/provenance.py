@@ -18,6 +18,8 @@ class Provenance:
     registered_model: str = ""
     model_version: str = ""
     model_alias: str = ""
+    role: str = ""
+    """champion (or empty: imported before roles) or challenger (scored in shadow only)."""
 
     def to_labels(self) -> dict[str, str]:
         labels = {key: str(value) for key, value in asdict(self).items()}

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
 
     model_tag: str = Field("credit_scoring:latest", min_length=1)
     """Bento model to serve (the bentofile's model by default); rollback = an older tag."""
+    challenger: str | None = Field(None, min_length=1)
+    """A second Bento model (its tag), scored in shadow on the same rows after the champion has
+    answered, and compared in the metrics; it never decides. Unset = no challenger."""
+    shadow_max_pending_rows: int = Field(20_000, ge=1)
+    """Rows waiting for the challenger, per worker; past it, offered rows are counted as
+    dropped instead of queued (the champion's answer never waits)."""
     threshold: float | None = Field(None, gt=0, lt=1)
     """Decision threshold override, in (0, 1); unset = the model's `threshold` label."""
     lgbm_threads: int = Field(0, ge=0)

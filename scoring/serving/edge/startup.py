@@ -20,6 +20,7 @@ from scoring.core.contract import FeatureSpec
 from scoring.core.model import ModelCannotServe, ServedModel
 from scoring.serving.batching.bulk_lane import in_bulk_lane
 from scoring.serving.edge.arrow_route import PATH as ARROW_PATH
+from scoring.serving.edge.challenger import checked_challenger
 from scoring.serving.edge.settings import Settings, SettingsError
 from scoring.serving.edge.version import version_app
 from scoring.serving.forms.records import application_model
@@ -88,4 +89,9 @@ def prepare_service() -> ServiceSetup:
             ServedModel.load(bento_model, spec, application, example)
         except ModelCannotServe as error:
             cannot_start(tag, str(error))
+        if settings.challenger:
+            try:
+                checked_challenger(settings.challenger, spec, settings.reason_count)
+            except ModelCannotServe as error:
+                cannot_start(f"with challenger {settings.challenger}", str(error))
     return ServiceSetup(settings, workers, spec, example, application)
