@@ -37,6 +37,8 @@ ROWS_PER_REQUEST = 10
 
 @pytest.fixture(scope="module")
 def service(production_model, bentoml_home, tmp_path_factory) -> Iterator[str]:
+    """Served with the champion itself as its challenger, so the shadow rules and panels have
+    data too, and a challenger that decides alike must raise no alert."""
     port = free_port()
     env = {
         **os.environ,
@@ -45,6 +47,7 @@ def service(production_model, bentoml_home, tmp_path_factory) -> Iterator[str]:
         # The shifted traffic carries a category the model never saw: scored as missing (and
         # counted) instead of refused, so its rows reach the drift counts.
         "SCORING_UNSEEN_CATEGORY": "missing",
+        "SCORING_CHALLENGER": production_model,
     }
     command = [sys.executable, "-m", "bentoml", "serve", "service:CreditScoring"]
     command += ["--host", "127.0.0.1", "--port", str(port)]
@@ -168,7 +171,9 @@ def shifted(rows: list[dict]) -> list[dict]:
     ]
 
 
-def test_drift_is_quiet_on_training_traffic_then_alerts_on_a_shift(service, prometheus, rows):
+def test_drift_is_quiet_on_training_traffic_then_alerts_on_a_shift(
+    service, prometheus, rows, production_model
+):
     with Traffic(service, rows) as traffic:
         # A full window of training-distribution rows, plus time for the 2 s `for:`.
         time.sleep(WINDOW_S + 6)
@@ -179,6 +184,11 @@ def test_drift_is_quiet_on_training_traffic_then_alerts_on_a_shift(service, prom
         assert max(feature_psi.values()) < 0.1, sorted(feature_psi.items(), key=lambda i: -i[1])[:5]
         assert values(prometheus, "credit:score_psi:5m", "")[""] < 0.1
         assert query(prometheus, "ALERTS") == [], "an alert on training-distribution traffic"
+        # The same model in shadow: no decision would change, the two scores are one.
+        assert values(prometheus, "credit:shadow_flip_rate:5m", "challenger") == {
+            production_model: 0.0
+        }
+        assert values(prometheus, "credit:shadow_score_psi:5m", "")[""] == 0.0
 
         traffic.rows = shifted(rows)
         alerts = wait_for(
