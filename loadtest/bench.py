@@ -51,6 +51,9 @@ BOOSTER_VARIANT = "this service, Booster (no --compile)"
 MLSERVER = "MLServer 1.7.1, LightGBM runtime"
 # The same service and model with drift counting switched off: what monitoring costs.
 NO_MONITORING = "this service, SCORING_DRIFT_MONITORING=false"
+# The same service with a challenger in shadow: the same compiled model again, so the shadow
+# lane scores every row a second time on a forest as large as the champion's.
+WITH_CHALLENGER = "this service, with a challenger in shadow"
 # The service's worker count by default (one per CPU); the like-for-like floor runs as many
 # processes, each on its own SO_REUSEPORT socket, scoring with the same compiled forest.
 SERVICE_WORKERS = Settings.from_env({}).worker_count()
@@ -324,6 +327,12 @@ def servers(
 
     return {
         "this service": bento("service:CreditScoring", "service", tags["compiled"]),
+        WITH_CHALLENGER: bento(
+            "service:CreditScoring",
+            "service-challenger",
+            tags["compiled"],
+            SCORING_CHALLENGER=tags["compiled"],
+        ),
         NO_MONITORING: bento(
             "service:CreditScoring",
             "service-no-monitoring",
@@ -547,6 +556,7 @@ def render(
             f"| this service / {NO_MONITORING}, 1 row x 32 clients (drift monitoring's cost) | "
             f"{ours.requests_per_s / unmonitored.requests_per_s:.2f} | ≥ 0.9 |"
         )
+    lines += challenger_cost(find)
     for ours_name in ("this service", BOOSTER_VARIANT):
         ours = find(ours_name, "1 row x 32 clients")
         for other, bar in (
@@ -605,6 +615,29 @@ def render(
                 f"{bulk_mixed.rows_per_s / bulk_alone.rows_per_s:.2f} | ≥ 0.6 |"
             )
     return "\n".join(lines) + "\n"
+
+
+def challenger_cost(find: Callable[[str, str], Measurement | None]) -> list[str]:
+    """What a challenger in shadow costs the champion's traffic, like for like: same service,
+    same workers, same predictor, same load, measured one after the other."""
+    lines = []
+    for load in (
+        "1 row x 32 clients",
+        f"{BATCH_ROWS} rows x {BATCH_CLIENTS} clients",
+        f"{BATCH_ROWS} rows x {BATCH_CLIENTS} clients, Arrow form",
+    ):
+        alone, shadowed = find("this service", load), find(WITH_CHALLENGER, load)
+        if not (alone and shadowed and alone.rows_per_s):
+            continue
+        lines.append(
+            f"| {WITH_CHALLENGER} / this service, {load}: rows/s | "
+            f"{shadowed.rows_per_s / alone.rows_per_s:.2f} | ≥ 0.85 |"
+        )
+        lines.append(
+            f"| {WITH_CHALLENGER} − this service, {load}: p99 ms | "
+            f"{shadowed.p99_ms - alone.p99_ms:+.1f} | ≤ +5 |"
+        )
+    return lines
 
 
 if __name__ == "__main__":

@@ -130,12 +130,25 @@ def test_bulk_is_also_compared_like_for_like_with_the_floor_reading_the_same_arr
     assert "(what HTTP costs a bare server) | 0.80 |" in report
 
 
+def test_a_challengers_cost_is_the_same_service_with_and_without_it_on_the_same_load():
+    from loadtest import bench
+
+    single = "1 row x 32 clients"
+    results = [
+        bench.Measurement("this service", single, 5_000, 5_000, 4, 10, 0),
+        bench.Measurement(bench.WITH_CHALLENGER, single, 4_500, 4_500, 5, 13.5, 0),
+    ]
+    report = bench.render(results, {}, [bench.Ceiling(90_000, 100_000)], "tag", 189, 10)
+    assert f"| {bench.WITH_CHALLENGER} / this service, {single}: rows/s | 0.90 |" in report
+    assert f"| {bench.WITH_CHALLENGER} − this service, {single}: p99 ms | +3.5 |" in report
+
+
 def test_the_benchmark_sets_up_every_server_it_compares(tmp_path):
     from loadtest import bench
 
     names = set(bench.servers({}, "model.txt", {"compiled": "c", "booster": "b"}, tmp_path))
     expected = {"this service", bench.BOOSTER_VARIANT, "HTTP floor", bench.EQUAL_FLOOR}
-    assert expected | {bench.MLSERVER, bench.NO_MONITORING} <= names
+    assert expected | {bench.MLSERVER, bench.NO_MONITORING, bench.WITH_CHALLENGER} <= names
     assert bench.EQUAL_FLOOR.startswith(f"HTTP floor, {bench.SERVICE_WORKERS} processes")
 
 
