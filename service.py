@@ -19,17 +19,15 @@ import functools
 import gc
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import bentoml
-import lightgbm as lgb
 import numpy as np
 import orjson
 from bentoml.validators import ContentType
-from pydantic import AfterValidator, BaseModel, Field, StrictBool, StrictInt
+from pydantic import AfterValidator, Field, StrictBool, StrictInt
 
 from scoring.bentoml_patches.json_body import WrittenKeys
 from scoring.core.contract import encoders, records_to_matrix
@@ -44,6 +42,8 @@ from scoring.serving.edge.openapi import CompleteOpenAPI
 from scoring.serving.edge.request_guard import install_request_guard
 from scoring.serving.edge.startup import prepare_service
 from scoring.serving.edge.version import VERSION, version_app
+from scoring.serving.edge.version_document import version_document
+from scoring.serving.forms.answers import Explanation, Prediction, PredictionWithReasons
 from scoring.serving.forms.files import UploadedApplications, read_applications_file
 from scoring.serving.forms.records import (
     CompactTable,
@@ -131,38 +131,6 @@ ApplicationsFile = Annotated[
     AfterValidator(_read_applications_file),
     Field(description="CSV or Parquet (.parquet) file, one application per row"),
 ]
-
-
-class Prediction(BaseModel):
-    probability_of_default: float = Field(..., ge=0, le=1)
-    decision: Literal["approve", "reject"]
-    threshold: float
-    model: str = Field(..., description="Bento model tag that scored this application")
-
-
-class PredictionWithReasons(Prediction):
-    reasons: list[Reason] | None = Field(
-        ..., description="why it was rejected, main reason first; null when approved"
-    )
-    reason_source: str | None = Field(
-        ..., description="the reason-code table (source, hash) or the feature-name fallback"
-    )
-
-
-class Contribution(BaseModel):
-    feature: str
-    value: float | str | bool | None = Field(
-        ...,
-        description="the feature's input value: a number, a category or a boolean (null = missing)",
-    )
-    contribution: float = Field(..., description="log-odds contribution (TreeSHAP)")
-
-
-class Explanation(BaseModel):
-    probability_of_default: float
-    raw_score: float = Field(..., description="log-odds: base_value + all contributions")
-    base_value: float
-    top_contributions: list[Contribution]
 
 
 @bentoml.asgi_app(version_app, path="/")
@@ -262,51 +230,14 @@ class CreditScoring:
         return observe_and_offer
 
     def _version(self) -> dict:
-        from scoring.serving.edge.build_info import build_info
-
-        metadata = self.bento_model.info.metadata
-        return {
-            "service": build_info(),
-            "bento": _bento_tag(),
-            "model_tag": self.model_tag,
-            "run_id": self.provenance.run_id,
-            "registered_model": self.provenance.registered_model,
-            "model_version": self.provenance.model_version,
-            "model_alias": self.provenance.model_alias,
-            "experiment": self.provenance.experiment,
-            "stage": self.provenance.stage,
-            "threshold": self.scoring.threshold,
-            "threshold_origin": self.threshold_origin,
-            "threshold_source_in_mlflow": self.provenance.threshold_source,
-            "mlflow_model_uri": metadata.get("mlflow_model_uri"),
-            "tracking_uri": metadata.get("tracking_uri"),  # redacted at import
-            "metrics": metadata.get("metrics", {}),
-            "library_versions": {
-                **metadata.get("library_versions", {}),
-                "lightgbm_serving": lgb.__version__,
-                "bentoml_serving": bentoml.__version__,
-            },
-            "lightgbm_threads": self.scoring.threads,
-            "predictor": self.scoring.model.predictor,
-            "features": len(SPEC.names),
-            "reason_codes": self.scoring.reason_plan.describe(SETTINGS.reason_count),
-            "drift_monitoring": monitoring_version(self.monitor),
-            "models": [
-                {
-                    "model_tag": self.model_tag,
-                    "run_id": self.provenance.run_id,
-                    "threshold": self.scoring.threshold,
-                    "role": "champion",
-                },
-                *([self.shadow.describe()] if self.shadow else []),
-            ],
-            # Which process answered: with several workers, each serves its own connections.
-            "worker": {
-                "index": bentoml.server_context.worker_index,
-                "pid": os.getpid(),
-                "of": SETUP.workers,
-            },
-        }
+        return version_document(
+            self.bento_model.info.metadata,
+            self.scoring,
+            self.threshold_origin,
+            drift_monitoring=monitoring_version(self.monitor),
+            challenger=self.shadow.describe() if self.shadow else None,
+            workers=SETUP.workers,
+        )
 
     def __is_ready__(self) -> bool:
         return True  # __init__ has loaded the model and passed its self-test
@@ -429,14 +360,6 @@ def _reasons_text(reasons: list[Reason] | None) -> str | None:
     """A rejected row's reasons as JSON text, as /predict_with_reasons gives them; empty (null)
     for an approved row."""
     return None if reasons is None else json.dumps([r.model_dump() for r in reasons])
-
-
-def _bento_tag() -> str:
-    """The Bento being served, or "" when serving from source (BentoML says "not available")."""
-    context = bentoml.server_context
-    if not context.bento_version or context.bento_version == "not available":
-        return ""
-    return f"{context.bento_name}:{context.bento_version}"
 
 
 install_request_guard(CreditScoring, SETTINGS)
