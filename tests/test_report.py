@@ -1,0 +1,49 @@
+"""The benchmark report is generated: the README's figures table is what loadtest/report.py
+makes of the committed JSON, and the report carries every measurement and its plots."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from loadtest import report
+
+
+def test_the_readmes_figures_table_is_the_one_the_committed_json_gives():
+    expected = report.readme_table(report.load())
+    assert report.readme_block(report.README.read_text()) == expected, (
+        "README.md's figures differ from loadtest/reports/bench.json: run python -m loadtest.report"
+    )
+
+
+def test_a_changed_figure_changes_the_table():
+    data = report.load()
+    changed = copy.deepcopy(data)
+    ours = next(r for r in changed["results"] if (r["server"], r["load"]) == (
+        report.SERVICE, report.SINGLE))  # fmt: skip
+    ours["requests_per_s"] += 1000
+    assert report.readme_table(changed) != report.readme_table(data)
+
+
+def test_the_report_lists_every_measurement_and_embeds_its_plots(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{report.START}\nold\n{report.END}\nafter\n")
+    data = report.load()
+    report.write_all(data, out=tmp_path, readme=readme)
+    page = (tmp_path / "bench.md").read_text()
+    for name in ("throughput.png", "latency.png", "mixed.png", "bulk.png"):
+        assert (tmp_path / name).stat().st_size > 10_000, name
+        assert f"]({name})" in page
+    for result in data["results"]:
+        assert f"| {result['server']} | {result['load']} |" in page
+    assert data["meta"]["commit"] in page
+    text = readme.read_text()
+    assert text.startswith("before\n")
+    assert text.endswith("after\n")
+    assert "old" not in text
+
+
+def test_a_readme_without_the_figures_block_is_refused():
+    with pytest.raises(ValueError, match="figures:start"):
+        report.with_readme_table("no block here", "table")
