@@ -4,6 +4,7 @@ loopback, and a portfolio file written from records."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -41,15 +42,14 @@ def java_problem() -> str | None:
 needs_java = pytest.mark.skipif(java_problem() is not None, reason=java_problem() or "")
 
 
-@contextmanager
-def spark_session(master: str) -> Iterator:
+def shared_session():
+    """One local[2] session for every portfolio test module (Spark's start-up is the slow part):
+    `getOrCreate` returns the running one; stopped when the test process exits."""
     from scoring.portfolio.job import session
 
-    spark = session(master, app_name="portfolio-tests")
-    try:
-        yield spark
-    finally:
-        spark.stop()
+    spark = session("local[2]", app_name="portfolio-tests")
+    atexit.register(spark.stop)
+    return spark
 
 
 def spark_home() -> Path:

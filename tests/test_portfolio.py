@@ -20,7 +20,7 @@ from loadtest.payloads import arrow_stream
 from scoring.portfolio import cli
 from scoring.serving.edge.arrow_route import PATH as ARROW_PATH
 from scoring.serving.forms.arrow_stream import ARROW_STREAM
-from tests.portfolio_spark import needs_java, read_output, spark_session, write_portfolio
+from tests.portfolio_spark import needs_java, read_output, shared_session, write_portfolio
 
 pytestmark = [needs_java, pytest.mark.timeout(600)]
 
@@ -29,8 +29,7 @@ ID = "application_id"
 
 @pytest.fixture(scope="module")
 def spark():
-    with spark_session("local[2]") as session:
-        yield session
+    return shared_session()
 
 
 def _refusal(client, table: pa.Table) -> dict:
