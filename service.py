@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +32,7 @@ from scoring.bentoml_patches.json_body import WrittenKeys
 from scoring.core.contract import encoders, records_to_matrix
 from scoring.core.model import ServedModel
 from scoring.core.reasons import Reason, load_plan
-from scoring.core.scorer import Scorer
+from scoring.core.scorer import Scorer, reasons_text
 from scoring.serving.batching.bulk_lane import in_bulk_lane
 from scoring.serving.edge.arrow_route import ArrowForm, ArrowRoute
 from scoring.serving.edge.challenger import shadow_lane
@@ -346,7 +345,7 @@ class CreditScoring:
         )
         if reasons:
             found = self.scoring.reasons_of_rejected(file.matrix, frame["decision"].tolist())
-            frame = frame.assign(reasons=[_reasons_text(r) for r in found])
+            frame = frame.assign(reasons=[reasons_text(r) for r in found])
         # BentoML's per-request folder: emptied once the response has been sent.
         out = Path(ctx.temp_dir) / f"scored{file.suffix}"
         if file.suffix == ".parquet":
@@ -354,12 +353,6 @@ class CreditScoring:
         else:
             frame.to_csv(out, index=False)
         return out
-
-
-def _reasons_text(reasons: list[Reason] | None) -> str | None:
-    """A rejected row's reasons as JSON text, as /predict_with_reasons gives them; empty (null)
-    for an approved row."""
-    return None if reasons is None else json.dumps([r.model_dump() for r in reasons])
 
 
 install_request_guard(CreditScoring, SETTINGS)

@@ -12,4 +12,35 @@ if ! .venv/bin/python -m uv --version 2>/dev/null | grep -q "$UV_VERSION"; then
 fi
 # UV_SYSTEM_CERTS: PyPI may sit behind a TLS-intercepting proxy whose CA is in the system bundle.
 UV_SYSTEM_CERTS=1 .venv/bin/python -m uv pip sync --quiet --python .venv/bin/python env/requirements.lock
+# Spark (the portfolio job, scoring/portfolio/) runs on a Java 17 or 21 runtime: found on PATH
+# or JAVA_HOME, else installed from Debian's packages when root (as env/containers.sh installs
+# podman). Without one, only the Spark tests skip, saying so.
+java_major() {
+  "$1" -version 2>&1 | sed -n 's/.* version "\([0-9]*\).*/\1/p' | head -n 1
+}
+spark_java() {
+  local candidate major
+  for candidate in "${JAVA_HOME:+$JAVA_HOME/bin/java}" "$(command -v java 2>/dev/null)"; do
+    [ -n "$candidate" ] && [ -x "$candidate" ] || continue
+    major=$(java_major "$candidate")
+    if [ "$major" = 17 ] || [ "$major" = 21 ]; then
+      echo "$candidate (Java $major)"
+      return 0
+    fi
+  done
+  return 1
+}
+if ! found=$(spark_java); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "env/setup.sh: no Java 17/21 for Spark; installing Debian's openjdk-17-jre-headless" >&2
+    apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null || true
+  fi
+  found=$(spark_java) || found=""
+fi
+if [ -n "$found" ]; then
+  echo "env/setup.sh: Spark's Java: $found"
+else
+  echo "env/setup.sh: no Java 17/21 (apt-get install openjdk-17-jre-headless): the Spark" \
+    "portfolio job cannot run and its tests skip" >&2
+fi
 echo "env/setup.sh: .venv ready ($(.venv/bin/python --version))"

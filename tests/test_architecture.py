@@ -21,6 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "service": {
         "scoring.serving.edge",
         "scoring.serving.shadow",
+        "scoring.serving.edge.settings",
         "scoring.serving.forms",
         "scoring.serving.monitoring",
         "scoring.serving.batching",
@@ -30,6 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "scoring.serving.edge": {
         "scoring.serving.shadow",
+        "scoring.serving.edge.settings",
         "scoring.serving.forms",
         "scoring.serving.monitoring",
         "scoring.serving.batching",
@@ -53,6 +55,19 @@ ALLOWED: dict[str, set[str]] = {
     # The importer runs the service's own self-test on what it imports (the request form that
     # validates the model's example), so whatever imports also serves.
     "scoring.importing": {"scoring.serving.forms", "scoring.core", "scoring.stored_model"},
+    # The portfolio job (Spark) scores through the core; it reads the service's settings (the
+    # threshold override, the unseen-category policy, the default model tag: one settings
+    # object, so the job decides as the service does) and runs the service's self-test on the
+    # model it loads (the request form for its example), as the importer does. No other part
+    # of the HTTP edge.
+    "scoring.portfolio": {
+        "scoring.serving.edge.settings",
+        "scoring.serving.forms",
+        "scoring.core",
+        "scoring.stored_model",
+    },
+    # The settings module alone, below the rest of the edge: the portfolio may read it.
+    "scoring.serving.edge.settings": {"scoring.serving.forms"},
     "import_model": {"scoring.importing"},
     "demo_store": {"scoring.importing", "scoring.stored_model"},
 }

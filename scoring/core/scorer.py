@@ -8,6 +8,7 @@ of Prometheus or of the request that carried the rows."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,3 +118,9 @@ class Scorer:
                 }
             )
         return explanations
+
+
+def reasons_text(reasons: list[Reason] | None) -> str | None:
+    """A rejected row's reasons as JSON text, as /predict_file's `reasons` column and the
+    portfolio job give them (the /predict_with_reasons answer's list); null when approved."""
+    return None if reasons is None else json.dumps([r.model_dump() for r in reasons])

@@ -1,0 +1,3 @@
+from scoring.portfolio.cli import main
+
+raise SystemExit(main())

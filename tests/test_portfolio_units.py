@@ -1,0 +1,93 @@
+"""The portfolio's pure parts, no Spark: a batch split into the rows the contract accepts and
+the rows it refuses, each refusal the one /predict_arrow gives for that row alone; and the
+closing line saying when an executor fell back from the compiled forest."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from scoring.core.arrow_rows import ArrowBodyError, batch_matrix, layout_for
+from scoring.core.contract import FeatureSpec, ignore
+from scoring.core.row_refusals import split_refused
+from scoring.portfolio.job import Summary
+
+SPEC = FeatureSpec(
+    names=("AMOUNT", "CHILDREN", "CAR", "JOB"),
+    integer=frozenset({"CHILDREN"}),
+    boolean=frozenset({"CAR"}),
+    categories={"JOB": ("Laborers", "Managers")},
+)
+
+
+def batch(rows: list[dict]) -> pa.RecordBatch:
+    schema = pa.schema(
+        [("AMOUNT", pa.float64()), ("CHILDREN", pa.int64()), ("CAR", pa.bool_()),
+         ("JOB", pa.string())]
+    )  # fmt: skip
+    return pa.RecordBatch.from_pylist(rows, schema=schema)
+
+
+GOOD = {"AMOUNT": 1.5, "CHILDREN": 0, "CAR": True, "JOB": "Managers"}
+BAD = [
+    {**GOOD, "AMOUNT": math.inf},
+    {**GOOD, "CHILDREN": None},
+    {**GOOD, "CAR": None},
+    {**GOOD, "JOB": "Astronaut"},
+]
+
+
+def test_a_clean_batch_is_converted_once_as_batch_matrix_converts_it():
+    rows = batch([GOOD, {**GOOD, "AMOUNT": None}, {**GOOD, "JOB": None}])
+    split = split_refused(rows, SPEC, "reject", layout_for(rows.schema, SPEC))
+    assert split.refused == []
+    assert split.accepted.tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(split.matrix, batch_matrix(rows, SPEC, "reject", ignore))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_each_refused_row_carries_the_refusal_it_gets_alone_and_the_rest_are_scored(seed):
+    rng = np.random.default_rng(seed)
+    rows = [dict(GOOD, AMOUNT=float(i)) for i in range(40)]
+    bad_at = sorted(rng.choice(40, size=len(BAD), replace=False).tolist())
+    for index, bad in zip(bad_at, BAD, strict=True):
+        rows[index] = bad
+    whole = batch(rows)
+    split = split_refused(whole, SPEC, "reject", layout_for(whole.schema, SPEC))
+    assert [r.row for r in sorted(split.refused, key=lambda r: r.row)] == bad_at
+    for refusal in split.refused:
+        with pytest.raises(ArrowBodyError) as alone:
+            batch_matrix(whole.slice(refusal.row, 1), SPEC, "reject", ignore)
+        assert (refusal.field, refusal.message) == (alone.value.field, str(alone.value))
+    good = [i for i in range(40) if i not in bad_at]
+    assert split.accepted.tolist() == good
+    expected = batch_matrix(batch([rows[i] for i in good]), SPEC, "reject", ignore)
+    np.testing.assert_array_equal(split.matrix, expected)
+
+
+def test_an_unseen_category_scored_as_missing_is_not_refused():
+    rows = batch([GOOD, {**GOOD, "JOB": "Astronaut"}])
+    split = split_refused(rows, SPEC, "missing", layout_for(rows.schema, SPEC))
+    assert split.refused == []
+    assert math.isnan(split.matrix[1, 3])
+
+
+def test_the_closing_line_says_when_an_executor_fell_back_to_the_booster():
+    summary = Summary(
+        scored=90,
+        quarantined=10,
+        seconds=2.0,
+        model="credit_scoring:v1",
+        run_id="abc",
+        predictors=(
+            "compiled forest, lleaves 1.3.0",
+            "lightgbm 4.6.0 Booster (a forest compiled for x86_64)",
+        ),
+    )
+    line = summary.line()
+    assert line.startswith("portfolio: scored 90 rows, quarantined 10, in 2.0 s (50 rows/s)")
+    assert "model credit_scoring:v1, run_id abc" in line
+    assert line.endswith("(an executor could not use the compiled forest)")
