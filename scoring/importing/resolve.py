@@ -22,6 +22,7 @@ from scoring.importing.errors import (
     NoProductionModel,
     TrackingUnreachable,
 )
+from scoring.importing.model_forms import SEARCH_CLASSES
 from scoring.importing.redact import redact_text, redact_uri, secrets_of
 
 
@@ -111,9 +112,10 @@ def _run_model_uri(client: MlflowClient, run) -> str:
         experiment_ids=[run.info.experiment_id],
         filter_string=f"source_run_id = '{run.info.run_id}'",
     )
-    if run.data.tags.get("mlflow.autologging") == "sklearn":
+    if run.data.tags.get("estimator_class") in SEARCH_CLASSES:
         # sklearn autolog logs a search (GridSearchCV...) as `model` and its refitted winner as
-        # `best_estimator`: one model twice, the search delegating to the winner.
+        # `best_estimator`, tagging the run estimator_class: one model twice, since the search
+        # delegates predict_proba to the winner. The winner is the simpler of the two to read.
         best = [m for m in logged if m.name == "best_estimator"]
         if len(best) == 1 and {m.name for m in logged} == {"model", "best_estimator"}:
             logged = best
