@@ -75,9 +75,21 @@ class FormsStore:
     tracking_uri: str
     rows: pd.DataFrame
     """Rows to score, as the training code held them (the category column a pandas category)."""
+    trap_marker: Path
+    """Created by unpickling the `trap_file` run's trap.pkl: it must never exist."""
     runs: dict[str, str] = field(default_factory=dict)
     logged: dict[str, Any] = field(default_factory=dict)
     """The object each form's run logged, whose predict_proba the import must reproduce."""
+
+
+class _Trap:
+    """What an attacker pickles: unpickling it calls Path.touch, any callable would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
 
 
 class _Constant(mlflow.pyfunc.PythonModel):
@@ -95,13 +107,14 @@ def _log_files(files: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-def forms(mlflow_server) -> FormsStore:
+def forms(mlflow_server, tmp_path_factory) -> FormsStore:
     url, _ = mlflow_server
     mlflow.set_tracking_uri(url)
     mlflow.set_registry_uri(url)
     mlflow.set_experiment("import_forms")
     x, y = applications(600, seed=5)
-    store = FormsStore(url, x.tail(200).reset_index(drop=True))
+    marker = tmp_path_factory.mktemp("trap") / "unpickled"
+    store = FormsStore(url, x.tail(200).reset_index(drop=True), marker)
     classifier = lgb.LGBMClassifier(**SMALL, random_state=0).fit(x, y)
     booster = lgb.train(
         {"objective": "binary", "verbose": -1, "num_leaves": 6, "min_data_in_leaf": 5},
@@ -207,6 +220,12 @@ def forms(mlflow_server) -> FormsStore:
         "pipeline_file",
         pipeline,
         lambda: _log_files({"pipeline.pkl": lambda p: joblib.dump(pipeline, p)}),
+    )
+
+    run(
+        "trap_file",
+        None,
+        lambda: _log_files({"trap.pkl": lambda p: joblib.dump(_Trap(marker), p)}),
     )
 
     def model_and_backup() -> None:
@@ -450,6 +469,12 @@ def test_a_run_with_only_model_files_is_refused_listing_them_and_the_flag(
 def test_a_pickle_is_not_loaded_without_allow_pickle(forms, capsys, form, flags, named):
     code = errors.UnsafeModelFile.exit_code
     assert_refused(capsys, forms, form, code, named, *flags)
+
+
+def test_a_refused_pickle_runs_none_of_its_code(forms, capsys):
+    code = errors.UnsafeModelFile.exit_code
+    assert_refused(capsys, forms, "trap_file", code, "trap.pkl is a", "--artifact", "trap.pkl")
+    assert not forms.trap_marker.exists()
 
 
 def test_the_pickle_refusal_says_why_and_names_the_flag(forms, capsys):
