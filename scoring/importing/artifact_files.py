@@ -14,7 +14,18 @@ from scoring.importing.errors import BrokenRun, UnservableModel
 from scoring.importing.model_forms import ModelFile
 
 # Files of these kinds are models whatever their name.
-MODEL_SUFFIXES = (".pkl", ".pickle", ".joblib", ".jbl", ".skops", ".lgb", ".lgbm", ".cloudpickle")
+MODEL_SUFFIXES = (
+    ".pkl",
+    ".pickle",
+    ".joblib",
+    ".jbl",
+    ".skops",
+    ".lgb",
+    ".lgbm",
+    ".cloudpickle",
+    ".model",
+    ".booster",
+)
 # Text and JSON files only when the name says model: runs log plenty of other text.
 NAMED_SUFFIXES = (".txt", ".json")
 MODEL_WORDS = ("model", "booster", "lgb", "lightgbm")
