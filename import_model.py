@@ -8,6 +8,7 @@ is refused with one line and a distinct exit code; the Bento store is then left 
     python import_model.py --run-id 1da4...        # a specific run
     python import_model.py --tag stage=production  # the one run tagged so
     python import_model.py --dry-run               # show what would be imported
+    python import_model.py --run-id 1da4... --artifact model.txt   # a booster file of the run
 """
 
 from __future__ import annotations
@@ -68,6 +69,25 @@ def parse_args(argv: list[str] | None) -> ImportRequest:
         help="drift reference: training rows with the model's features (CSV or Parquet); "
         "default: the run's reference_sample.parquet (or .csv) artifact",
     )
+    parser.add_argument(
+        "--artifact",
+        metavar="PATH",
+        help="import this file of the run (LightGBM text model, skops, pickle or joblib of an "
+        "LGBMClassifier or Booster) instead of its MLflow model; the request contract is then "
+        "the booster's own",
+    )
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load pickle, cloudpickle and joblib files; unpickling runs any code the file's "
+        "writer put in it, so only for runs whose writers you trust",
+    )
+    parser.add_argument(
+        "--schema-from-model",
+        action="store_true",
+        help="take the request contract from the booster (feature names, pandas categories) "
+        "instead of the MLflow signature: for a model logged without one",
+    )
     parser.add_argument("--dry-run", action="store_true", help="show candidates, write nothing")
     args = parser.parse_args(argv)
     if args.tag and "=" not in args.tag:
@@ -90,6 +110,9 @@ def parse_args(argv: list[str] | None) -> ImportRequest:
         dry_run=args.dry_run,
         reason_codes=args.reason_codes,
         reference=args.reference,
+        artifact=args.artifact,
+        allow_pickle=args.allow_pickle,
+        schema_from_model=args.schema_from_model,
     )
 
 

@@ -75,6 +75,15 @@ class ReferenceProblem(
     pass
 
 
+class UnsafeModelFile(
+    ImportRefused,
+    exit_code=11,
+    meaning="loading the model would run code: a pickle without --allow-pickle, or a skops "
+    "file holding types outside the trusted list",
+):
+    pass
+
+
 REFUSALS: tuple[type[ImportRefused], ...] = (
     TrackingUnreachable,
     NoProductionModel,
@@ -84,6 +93,7 @@ REFUSALS: tuple[type[ImportRefused], ...] = (
     ThresholdProblem,
     ReasonTableProblem,
     ReferenceProblem,
+    UnsafeModelFile,
 )
 
 

@@ -1,5 +1,6 @@
-"""Download an MLflow model and prove it is servable: a LightGBM binary classifier with a
-signature whose features match the booster's."""
+"""Download an MLflow model (or a model file) and prove it is servable: a LightGBM binary
+classifier whose request contract (the MLflow signature, or the booster's own features) matches
+the booster."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import lightgbm as lgb
 import mlflow
 from mlflow.models import Model
 
+from scoring.importing import artifact_files, booster_contract, model_forms
+from scoring.importing.booster_contract import booster_signature
 from scoring.importing.categorical import feature_columns
 from scoring.importing.errors import BrokenRun, UnservableModel
 from scoring.stored_model.feature_schema import (
@@ -29,6 +32,12 @@ class CheckedModel:
     booster: lgb.Booster
     features: list[FeatureColumn]
     input_example: dict[str, Any]
+    model_source: str = "mlflow-lightgbm"
+    """mlflow-lightgbm, mlflow-sklearn, or artifact:PATH."""
+    serialization: str = "lightgbm-text"
+    """How the model was read: lightgbm-text, skops, pickle, cloudpickle or joblib."""
+    contract_source: str = booster_contract.SIGNATURE
+    """Where the request contract came from: the MLflow signature or the booster."""
 
 
 def download_model(model_uri: str, destination: Path, tracking_uri: str) -> Path:
@@ -43,17 +52,6 @@ def download_model(model_uri: str, destination: Path, tracking_uri: str) -> Path
         reason = str(error).splitlines()[0][:200]
         raise BrokenRun(f"cannot download model {model_uri}: {reason}") from error
     return Path(local)
-
-
-def _booster_of(native: object) -> lgb.Booster:
-    if isinstance(native, lgb.LGBMClassifier):
-        if native.n_classes_ != 2:
-            raise UnservableModel(f"classifier has {native.n_classes_} classes, not 2 (binary)")
-        return native.booster_
-    if isinstance(native, lgb.Booster):
-        return native
-    kind = type(native).__name__
-    raise UnservableModel(f"model is a {kind}, not a LightGBM binary classifier")
 
 
 def _check_binary(booster: lgb.Booster) -> None:
@@ -93,11 +91,11 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _example_row(spec: Model, local: Path, columns: list[FeatureColumn]) -> dict[str, Any]:
+def _example_row(spec: Model | None, local: Path, columns: list[FeatureColumn]) -> dict[str, Any]:
     """First row of the logged input example, for the docs and the service's self-test; a value
     the request contract would refuse (or no example at all) is replaced by a valid one."""
     try:
-        example = spec.load_input_example(str(local))
+        example = spec.load_input_example(str(local)) if spec is not None else None
     except Exception:  # an unreadable example only costs the docs their realistic values
         example = None
     row = example.iloc[0].to_dict() if example is not None and hasattr(example, "iloc") else {}
@@ -118,31 +116,51 @@ def _example_row(spec: Model, local: Path, columns: list[FeatureColumn]) -> dict
     return values
 
 
-def check_model(local: Path) -> CheckedModel:
+def check_model(
+    local: Path, allow_pickle: bool = False, schema_from_model: bool = False
+) -> CheckedModel:
+    """An MLflow model folder: its LightGBM model found from MLmodel, refused before loading
+    when it is not LightGBM or would need unpickling without --allow-pickle."""
     try:
         spec = Model.load(str(local))
     except Exception as error:
         raise BrokenRun(f"downloaded model has no readable MLmodel file: {error}") from error
-    if "lightgbm" not in spec.flavors:
-        flavors = ", ".join(sorted(spec.flavors)) or "none"
-        raise UnservableModel(
-            f"model is not LightGBM (flavors: {flavors}); cannot serve it natively"
-        )
-    signature = _signature_columns(spec)
-    # The native flavour, not pyfunc: pyfunc of an LGBMClassifier returns labels, not
-    # the probabilities we serve.
-    try:
-        native = mlflow.lightgbm.load_model(str(local))
-    except Exception as error:
-        raise BrokenRun(f"LightGBM model files are incomplete or corrupt: {error}") from error
-    booster = _booster_of(native)
+    model_file = model_forms.mlflow_model_file(local, spec)
+    model_forms.check_before_loading(model_file, allow_pickle)
+    signature = None if schema_from_model else _signature_columns(spec)
+    booster = model_forms.read_booster(model_file, allow_pickle)
     _check_binary(booster)
+    if signature is None:
+        signature, contract = booster_signature(booster), booster_contract.FROM_MODEL
+    else:
+        contract = booster_contract.SIGNATURE
     if booster.feature_name() != [name for name, _ in signature]:
         raise UnservableModel("signature feature names differ from the booster's feature names")
     columns = feature_columns(booster, signature)
     example = _example_row(spec, local, columns)
     _check_scores_its_example(booster, columns, example)
-    return CheckedModel(booster, columns, example)
+    return CheckedModel(
+        booster, columns, example, model_file.source, model_file.serialization, contract
+    )
+
+
+def check_artifact(local: Path, artifact_path: str, allow_pickle: bool = False) -> CheckedModel:
+    """A model file named by --artifact: no MLmodel, so no signature; the contract is the
+    booster's own."""
+    model_file = artifact_files.sniff(local, artifact_path)
+    booster = model_forms.read_booster(model_file, allow_pickle)
+    _check_binary(booster)
+    columns = feature_columns(booster, booster_signature(booster))
+    example = _example_row(None, local, columns)
+    _check_scores_its_example(booster, columns, example)
+    return CheckedModel(
+        booster,
+        columns,
+        example,
+        model_file.source,
+        model_file.serialization,
+        booster_contract.FROM_ARTIFACT,
+    )
 
 
 def _check_scores_its_example(

@@ -35,3 +35,9 @@ class ImportRequest:
     """Reason-code table file; wins over the run's reason_codes.yaml artifact."""
     reference: Path | None = None
     """Drift reference sample (CSV or Parquet); wins over the run's reference_sample artifact."""
+    artifact: str | None = None
+    """A model file in the run (run-relative path) to import instead of its MLflow model."""
+    allow_pickle: bool = False
+    """Unpickle pickle, cloudpickle and joblib files: runs whatever code their writer put in."""
+    schema_from_model: bool = False
+    """Take the request contract from the booster, not the MLflow signature."""

@@ -14,6 +14,7 @@ from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from scoring.importing.artifact_files import model_like_files
 from scoring.importing.errors import (
     AmbiguousProduction,
     BrokenRun,
@@ -21,6 +22,7 @@ from scoring.importing.errors import (
     NoProductionModel,
     TrackingUnreachable,
 )
+from scoring.importing.model_forms import SEARCH_CLASSES
 from scoring.importing.redact import redact_text, redact_uri, secrets_of
 
 
@@ -110,6 +112,13 @@ def _run_model_uri(client: MlflowClient, run) -> str:
         experiment_ids=[run.info.experiment_id],
         filter_string=f"source_run_id = '{run.info.run_id}'",
     )
+    if run.data.tags.get("estimator_class") in SEARCH_CLASSES:
+        # sklearn autolog logs a search (GridSearchCV...) as `model` and its refitted winner as
+        # `best_estimator`, tagging the run estimator_class: one model twice, since the search
+        # delegates predict_proba to the winner. The winner is the simpler of the two to read.
+        best = [m for m in logged if m.name == "best_estimator"]
+        if len(best) == 1 and {m.name for m in logged} == {"model", "best_estimator"}:
+            logged = best
     if len(logged) > 1:
         names = ", ".join(f"{m.name} ({m.model_id})" for m in logged)
         raise AmbiguousProduction(
@@ -134,6 +143,13 @@ def _run_model_uri(client: MlflowClient, run) -> str:
         )
     if models:
         return f"runs:/{run.info.run_id}/{models[0]}"
+    files = model_like_files(client, run.info.run_id)
+    if files:
+        # Never pick one: which file is the model of record only the team can say.
+        raise BrokenRun(
+            f"run {run.info.run_id} has no MLflow model, but logged model files: "
+            f"{', '.join(files)}; import one with --artifact PATH"
+        )
     raise BrokenRun(
         f"run {run.info.run_id} has no model artifact; log one with mlflow.lightgbm.log_model"
     )
@@ -183,10 +199,18 @@ def by_version(client: MlflowClient, model_name: str, version: str) -> Candidate
     return _from_version(client, found, f"version {model_name} v{version}")
 
 
+def _with_run_model(client: MlflowClient, run, candidate: Candidate) -> Candidate:
+    """The candidate with its run's one model URI, or with the reason it has none, raised when
+    it is checked (unless --artifact names a file instead)."""
+    try:
+        return replace(candidate, model_uri=_run_model_uri(client, run))
+    except (BrokenRun, AmbiguousProduction) as problem:
+        return replace(candidate, model_problem=problem)
+
+
 def by_run_id(client: MlflowClient, run_id: str) -> Candidate:
     run = _active_run(client, run_id, "--run-id")
-    candidate = _candidate_from_run(client, run, f"run id {run_id}")
-    return replace(candidate, model_uri=_run_model_uri(client, run))
+    return _with_run_model(client, run, _candidate_from_run(client, run, f"run id {run_id}"))
 
 
 def _experiment_ids(client: MlflowClient, experiment: str | None) -> list[str]:
@@ -234,9 +258,5 @@ def ranked_by_metric(client: MlflowClient, metric: str, experiment: str | None) 
     ranked = []
     for run in runs:
         candidate = _candidate_from_run(client, run, f"best {metric}={run.data.metrics[metric]:g}")
-        try:
-            candidate = replace(candidate, model_uri=_run_model_uri(client, run))
-        except (BrokenRun, AmbiguousProduction) as problem:  # refused when checked, with reason
-            candidate = replace(candidate, model_problem=problem)
-        ranked.append(candidate)
+        ranked.append(_with_run_model(client, run, candidate))
     return ranked

@@ -6,15 +6,24 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
+from mlflow.tracking import MlflowClient
+
 from scoring.importing import resolve
 from scoring.importing import store as bento_store
-from scoring.importing.errors import ImportRefused
-from scoring.importing.model_checks import CheckedModel, check_model, download_model
+from scoring.importing.artifact_files import download_artifact, model_like_files
+from scoring.importing.booster_contract import SIGNATURE
+from scoring.importing.errors import BrokenRun, ImportRefused
+from scoring.importing.model_checks import (
+    CheckedModel,
+    check_artifact,
+    check_model,
+    download_model,
+)
 from scoring.importing.reason_table import FoundTable, find_reason_table, warnings_for
 from scoring.importing.redact import redact_uri
 from scoring.importing.reference import NO_REFERENCE, drift_reference, run_reference_sample
@@ -58,8 +67,23 @@ def _candidates(request: ImportRequest) -> list[resolve.Candidate]:
     return [resolve.by_alias(client, request.model_name, request.alias or DEFAULT_ALIAS)]
 
 
+def _check_artifact(
+    candidate: resolve.Candidate, request: ImportRequest, destination: Path
+) -> tuple[resolve.Candidate, CheckedModel]:
+    """The --artifact file of the candidate's run, in place of its MLflow model."""
+    path = (request.artifact or "").strip("/")
+    local = download_artifact(candidate.run_id, path, destination, request.tracking_uri)
+    candidate = replace(candidate, model_uri=f"runs:/{candidate.run_id}/{path}")
+    if local.is_dir():  # an MLflow model folder named by path: read as one
+        if not (local / "MLmodel").is_file():
+            raise BrokenRun(f"--artifact {path} is a folder, not a model file")
+        model = check_model(local, request.allow_pickle, request.schema_from_model)
+        return candidate, replace(model, model_source=f"artifact:{path}")
+    return candidate, check_artifact(local, path, request.allow_pickle)
+
+
 def _check(candidate: resolve.Candidate, request: ImportRequest, scratch: Path) -> Servable:
-    if candidate.model_problem is not None:
+    if candidate.model_problem is not None and not request.artifact:
         raise candidate.model_problem
     threshold = choose_threshold(
         request.threshold,
@@ -67,8 +91,12 @@ def _check(candidate: resolve.Candidate, request: ImportRequest, scratch: Path) 
     )
     destination = scratch / candidate.run_id
     destination.mkdir(exist_ok=True)
+    if request.artifact:
+        candidate, model = _check_artifact(candidate, request, destination)
+        return Servable(candidate, model, threshold)
     local = download_model(candidate.model_uri, destination, request.tracking_uri)
-    return Servable(candidate, check_model(local), threshold)
+    model = check_model(local, request.allow_pickle, request.schema_from_model)
+    return Servable(candidate, model, threshold)
 
 
 def find_servable(request: ImportRequest, scratch: Path) -> tuple[Servable, list[str]]:
@@ -113,6 +141,9 @@ def _metadata(servable: Servable, redacted_uri: str) -> dict:
         "metrics": candidate.metrics,
         "params": candidate.params,
         "features": [column.to_metadata() for column in model.features],
+        "model_source": model.model_source,
+        "serialization": model.serialization,
+        "contract_source": model.contract_source,
         # JSON text: Bento metadata cannot hold None, and missing values are None here.
         "input_example_json": json.dumps(model.input_example),
         "imported_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -136,6 +167,7 @@ def save_to_store(
         compiled=request.compile,
         reason_codes_sha256=reasons.sha256 if reasons else "",
         reference_sha256=reference.sample_sha256 if reference else "",
+        contract_source=servable.model.contract_source,
     )
     if bento_store.existing(tag) is not None:
         return tag, True
@@ -148,6 +180,9 @@ def save_to_store(
         registered_model=candidate.registered_model,
         model_version=candidate.model_version,
         model_alias=candidate.model_alias,
+        model_source=servable.model.model_source,
+        serialization=servable.model.serialization,
+        contract_source=servable.model.contract_source,
     )
     reason_codes = {"source": reasons.source, "sha256": reasons.sha256} if reasons else {}
     bento_store.save_booster(
@@ -185,6 +220,32 @@ def find_reference(
     return drift_reference(sample, source, model.booster, model.features, servable.threshold.value)
 
 
+def other_model_files(servable: Servable, request: ImportRequest) -> tuple[str, ...]:
+    """A warning when the run also logged model files beside the MLflow model that was used
+    (a pickle backup, a booster text file): the operator learns which one was imported."""
+    if request.artifact:
+        return ()
+    try:
+        client = MlflowClient(request.tracking_uri)
+        files = model_like_files(client, servable.candidate.run_id)
+    except Exception:  # the warning is a courtesy; the import itself already read this store
+        return ()
+    if not files:
+        return ()
+    return (
+        f"run {servable.candidate.run_id} also logged {', '.join(files)}; the MLflow model "
+        f"{servable.candidate.model_uri} was imported (name a file with --artifact to import "
+        "it instead)",
+    )
+
+
+def _how_read(model: CheckedModel) -> str:
+    contract = (
+        "" if model.contract_source == SIGNATURE else f", contract from the {model.contract_source}"
+    )
+    return f"read from {model.model_source} ({model.serialization}){contract}"
+
+
 def import_model(request: ImportRequest) -> Outcome:
     """Resolve, check and (unless a dry run) save. Raises an ImportRefused subclass, with the
     store untouched, when anything is missing, broken or ambiguous."""
@@ -199,7 +260,7 @@ def import_model(request: ImportRequest) -> Outcome:
             features,
             Path(scratch),
         )
-        warnings = tuple(warnings_for(reasons, features))
+        warnings = tuple(warnings_for(reasons, features)) + other_model_files(chosen, request)
         if request.dry_run:
             return Outcome(considered, warnings=warnings)
         reference = find_reference(chosen, request, Path(scratch))
@@ -212,7 +273,8 @@ def import_model(request: ImportRequest) -> Outcome:
         considered,
         tag,
         reused,
-        f"{verb} {tag}: {c.describe()}, threshold {chosen.threshold.value:g} "
+        f"{verb} {tag}: {c.describe()}, {_how_read(chosen.model)}, "
+        f"threshold {chosen.threshold.value:g} "
         f"({chosen.threshold.source}){', with the compiled forest' if request.compile else ''} "
         f"in {time.perf_counter() - started:.1f} s",
         warnings,

@@ -11,6 +11,7 @@ import bentoml
 import lightgbm as lgb
 from bentoml.exceptions import NotFound
 
+from scoring.importing.booster_contract import SIGNATURE
 from scoring.importing.errors import UnservableModel
 from scoring.stored_model import compiled as compiled_forest
 from scoring.stored_model.layout import BOOSTER_FILE, CHECKSUMS_KEY, COMPILED_FILE, file_sha256
@@ -24,6 +25,7 @@ def bento_tag(
     compiled: bool = False,
     reason_codes_sha256: str = "",
     reference_sha256: str = "",
+    contract_source: str = "",
 ) -> str:
     """Deterministic, so importing the same model version with the same threshold (and the same
     choice of compiling, the same reason-code table and the same drift reference sample) is a
@@ -31,6 +33,8 @@ def bento_tag(
     key = f"{model_uri}|{threshold!r}" + (f"|{compiled_forest.TARGET_CPU}" if compiled else "")
     key += f"|reasons={reason_codes_sha256}" if reason_codes_sha256 else ""
     key += f"|reference:{reference_sha256}" if reference_sha256 else ""
+    # A contract taken from the booster is another request schema for the same model file.
+    key += f"|contract:{contract_source}" if contract_source not in ("", SIGNATURE) else ""
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     prefix = f"v{model_version}" if model_version else "run"
     return f"{name}:{prefix}-{digest}"

@@ -20,6 +20,13 @@ class Provenance:
     model_alias: str = ""
     role: str = ""
     """champion (or empty: imported before roles) or challenger (scored in shadow only)."""
+    model_source: str = ""
+    """Where the model was read from: mlflow-lightgbm, mlflow-sklearn or artifact:PATH."""
+    serialization: str = ""
+    """How it was read: lightgbm-text, skops, or (with --allow-pickle) pickle, cloudpickle,
+    joblib."""
+    contract_source: str = ""
+    """Where the request contract came from: the MLflow signature or the booster."""
 
     def to_labels(self) -> dict[str, str]:
         labels = {key: str(value) for key, value in asdict(self).items()}
