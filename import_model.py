@@ -21,7 +21,14 @@ from pathlib import Path
 
 from scoring.importing.errors import ImportRefused, TrackingUnreachable, exit_code_help
 from scoring.importing.redact import RedactingFilter, redact_text, secrets_of
-from scoring.importing.request import DEFAULT_MODEL_NAME, ImportRequest
+from scoring.importing.request import (
+    CHALLENGER,
+    CHALLENGER_BENTO_NAME,
+    CHAMPION,
+    DEFAULT_MODEL_NAME,
+    ROLES,
+    ImportRequest,
+)
 
 DEFAULT_STORE = Path(__file__).resolve().parent / "mlflow-demo" / "mlflow.db"
 DEFAULT_TRACKING_URI = f"sqlite:///{DEFAULT_STORE}"
@@ -47,7 +54,11 @@ def parse_args(argv: list[str] | None) -> ImportRequest:
     how.add_argument("--best-by", metavar="METRIC", help="the complete run with the highest METRIC")
     parser.add_argument("--experiment", help="limit --tag / --best-by to this experiment")
     parser.add_argument("--threshold", type=float, help="decision threshold; overrides MLflow")
-    parser.add_argument("--bento-name", default=DEFAULT_MODEL_NAME, help="Bento model name")
+    parser.add_argument(
+        "--bento-name",
+        help=f"Bento model name (default: {DEFAULT_MODEL_NAME}, or "
+        f"{CHALLENGER_BENTO_NAME} with --role challenger)",
+    )
     parser.add_argument("--timeout", type=float, default=10.0, help="MLflow request timeout, s")
     parser.add_argument(
         "--compile",
@@ -88,12 +99,32 @@ def parse_args(argv: list[str] | None) -> ImportRequest:
         help="take the request contract from the booster (feature names, pandas categories) "
         "instead of the MLflow signature: for a model logged without one",
     )
+    parser.add_argument(
+        "--role",
+        choices=ROLES,
+        default=CHAMPION,
+        help="challenger: a model scored in shadow beside the champion (SCORING_CHALLENGER), "
+        f"stored as {CHALLENGER_BENTO_NAME} unless --bento-name says otherwise, and refused "
+        "unless it can read the champion's requests",
+    )
+    parser.add_argument(
+        "--champion",
+        default=f"{DEFAULT_MODEL_NAME}:latest",
+        metavar="TAG",
+        help="with --role challenger: the Bento model it must stand beside (default: %(default)s)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="show candidates, write nothing")
     args = parser.parse_args(argv)
     if args.tag and "=" not in args.tag:
         parser.error("--tag takes KEY=VALUE, e.g. --tag stage=production")
     if args.experiment and not (args.tag or args.best_by):
         parser.error("--experiment applies only to --tag and --best-by")
+    bento_name = args.bento_name or (
+        CHALLENGER_BENTO_NAME if args.role == CHALLENGER else DEFAULT_MODEL_NAME
+    )
+    if args.role == CHALLENGER and bento_name == args.champion.split(":")[0]:
+        # It would become the champion's `latest`, which the bentofile and the service serve.
+        parser.error("a challenger needs a Bento name of its own, not the champion's")
     return ImportRequest(
         tracking_uri=args.tracking_uri,
         model_name=args.model_name,
@@ -104,7 +135,7 @@ def parse_args(argv: list[str] | None) -> ImportRequest:
         best_by=args.best_by,
         experiment=args.experiment,
         threshold=args.threshold,
-        bento_name=args.bento_name,
+        bento_name=bento_name,
         timeout_s=args.timeout,
         compile=args.compile,
         dry_run=args.dry_run,
@@ -113,6 +144,8 @@ def parse_args(argv: list[str] | None) -> ImportRequest:
         artifact=args.artifact,
         allow_pickle=args.allow_pickle,
         schema_from_model=args.schema_from_model,
+        role=args.role,
+        champion=args.champion,
     )
 
 

@@ -106,7 +106,8 @@ def client(production_model):
 @pytest.fixture(scope="session")
 def challenger_model(tmp_path_factory, production_model) -> str:
     """A second model on the same features, trained on other applications (seed 1), imported
-    beside the production model as `credit_scoring_challenger`. Returns its Bento tag."""
+    beside the production model with --role challenger (as `credit_scoring_challenger`).
+    Returns its Bento tag."""
     import bentoml
 
     import import_model
@@ -115,6 +116,5 @@ def challenger_model(tmp_path_factory, production_model) -> str:
     root = tmp_path_factory.mktemp("challenger-store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     build_demo_store(uri, TINY, artifact_root=root / "artifacts", seed=1)
-    name = "credit_scoring_challenger"
-    assert import_model.main(["--tracking-uri", uri, "--bento-name", name]) == 0
-    return str(bentoml.models.get(f"{name}:latest").tag)
+    assert import_model.main(["--tracking-uri", uri, "--role", "challenger"]) == 0
+    return str(bentoml.models.get("credit_scoring_challenger:latest").tag)

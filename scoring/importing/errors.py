@@ -84,6 +84,14 @@ class UnsafeModelFile(
     pass
 
 
+class ChallengerMisfit(
+    ImportRefused,
+    exit_code=12,
+    meaning="a challenger that cannot read the champion's requests, or no champion to compare",
+):
+    pass
+
+
 REFUSALS: tuple[type[ImportRefused], ...] = (
     TrackingUnreachable,
     NoProductionModel,
@@ -94,6 +102,7 @@ REFUSALS: tuple[type[ImportRefused], ...] = (
     ReasonTableProblem,
     ReferenceProblem,
     UnsafeModelFile,
+    ChallengerMisfit,
 )
 
 

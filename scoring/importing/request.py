@@ -7,6 +7,9 @@ from pathlib import Path
 
 DEFAULT_MODEL_NAME = "credit_scoring"
 DEFAULT_ALIAS = "production"
+CHALLENGER_BENTO_NAME = f"{DEFAULT_MODEL_NAME}_challenger"
+CHAMPION, CHALLENGER = "champion", "challenger"
+ROLES = (CHAMPION, CHALLENGER)
 
 
 @dataclass(frozen=True)
@@ -41,3 +44,7 @@ class ImportRequest:
     """Unpickle pickle, cloudpickle and joblib files: runs whatever code their writer put in."""
     schema_from_model: bool = False
     """Take the request contract from the booster, not the MLflow signature."""
+    role: str = CHAMPION
+    """champion (decides) or challenger (scored in shadow only, checked against `champion`)."""
+    champion: str = f"{DEFAULT_MODEL_NAME}:latest"
+    """The Bento model a challenger must be able to stand beside."""

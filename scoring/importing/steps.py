@@ -17,6 +17,7 @@ from scoring.importing import resolve
 from scoring.importing import store as bento_store
 from scoring.importing.artifact_files import download_artifact, model_like_files
 from scoring.importing.booster_contract import SIGNATURE
+from scoring.importing.challenger import check_fits_champion
 from scoring.importing.errors import BrokenRun, ImportRefused
 from scoring.importing.model_checks import (
     CheckedModel,
@@ -27,7 +28,7 @@ from scoring.importing.model_checks import (
 from scoring.importing.reason_table import FoundTable, find_reason_table, warnings_for
 from scoring.importing.redact import redact_uri
 from scoring.importing.reference import NO_REFERENCE, drift_reference, run_reference_sample
-from scoring.importing.request import DEFAULT_ALIAS, ImportRequest
+from scoring.importing.request import CHALLENGER, DEFAULT_ALIAS, ImportRequest
 from scoring.importing.threshold import Threshold, choose_threshold, threshold_sources
 from scoring.stored_model.drift_reference import DRIFT_REFERENCE_FILE, DriftReference
 from scoring.stored_model.provenance import Provenance
@@ -183,6 +184,7 @@ def save_to_store(
         model_source=servable.model.model_source,
         serialization=servable.model.serialization,
         contract_source=servable.model.contract_source,
+        role=request.role,
     )
     reason_codes = {"source": reasons.source, "sha256": reasons.sha256} if reasons else {}
     bento_store.save_booster(
@@ -252,6 +254,9 @@ def import_model(request: ImportRequest) -> Outcome:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="import-model-") as scratch:
         chosen, considered = find_servable(request, Path(scratch))
+        if request.role == CHALLENGER:
+            champion = check_fits_champion(chosen.model.features, request.champion)
+            considered = [*considered, f"challenger to {champion}: reads its requests"]
         features = [column.name for column in chosen.model.features]
         reasons = find_reason_table(
             request.reason_codes,
@@ -275,7 +280,8 @@ def import_model(request: ImportRequest) -> Outcome:
         reused,
         f"{verb} {tag}: {c.describe()}, {_how_read(chosen.model)}, "
         f"threshold {chosen.threshold.value:g} "
-        f"({chosen.threshold.source}){', with the compiled forest' if request.compile else ''} "
+        f"({chosen.threshold.source}){', with the compiled forest' if request.compile else ''}"
+        f"{f', as challenger to {request.champion}' if request.role == CHALLENGER else ''} "
         f"in {time.perf_counter() - started:.1f} s",
         warnings,
     )

@@ -41,6 +41,10 @@ def version_document(
         "model_alias": provenance.model_alias,
         "experiment": provenance.experiment,
         "stage": provenance.stage,
+        # How the import read the model (issue 23): where from, in which format, which contract.
+        "model_source": provenance.model_source,
+        "serialization": provenance.serialization,
+        "contract_source": provenance.contract_source,
         "threshold": scoring.threshold,
         "threshold_origin": threshold_origin,
         "threshold_source_in_mlflow": provenance.threshold_source,

@@ -155,6 +155,7 @@ class ShadowLane:
             "run_id": provenance.run_id,
             "threshold": self.challenger.threshold,
             "role": "challenger",
+            "imported_as": provenance.role or "(before roles)",
             "predictor": self.challenger.model.predictor,
             "features": len(self.challenger.spec.names),
             "max_pending_rows": self.max_pending_rows,
