@@ -12,8 +12,8 @@ import pytest
 
 from scoring.core.arrow_rows import ArrowBodyError, batch_matrix, layout_for
 from scoring.core.contract import FeatureSpec, ignore
-from scoring.core.row_refusals import split_refused
 from scoring.portfolio.job import Summary
+from scoring.portfolio.row_refusals import split_refused
 
 SPEC = FeatureSpec(
     names=("AMOUNT", "CHILDREN", "CAR", "JOB"),

@@ -21,9 +21,9 @@ from scoring.core.arrow_rows import Layout, layout_for
 from scoring.core.contract import FeatureSpec, shown
 from scoring.core.model import ServedModel
 from scoring.core.reasons import load_plan
-from scoring.core.row_refusals import RowRefusal, split_refused
 from scoring.core.scorer import Scorer, reasons_text
 from scoring.portfolio.plan import ERROR_COLUMN, FIELD_COLUMN, Plan
+from scoring.portfolio.row_refusals import RowRefusal, split_refused
 from scoring.serving.forms.records import application_model
 
 # tag → (the loaded model with its feature spec and reason plan): one load per Python worker.
