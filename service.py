@@ -36,6 +36,7 @@ from scoring.core.model import ServedModel
 from scoring.core.reasons import Reason, load_plan
 from scoring.serving.batching.bulk_lane import in_bulk_lane
 from scoring.serving.edge.arrow_route import ArrowForm, ArrowRoute
+from scoring.serving.edge.front_door import install_front_door
 from scoring.serving.edge.image import IMAGE
 from scoring.serving.edge.request_guard import install_request_guard
 from scoring.serving.edge.startup import prepare_service
@@ -439,5 +440,6 @@ def _bento_tag() -> str:
     return f"{context.bento_name}:{context.bento_version}"
 
 
+install_front_door(CreditScoring, SETTINGS, SPEC)  # first: outside every other middleware
 install_request_guard(CreditScoring, SETTINGS)
 CreditScoring.add_asgi_middleware(ArrowRoute, form=ARROW)
