@@ -154,8 +154,10 @@ def bad_requests(row: dict) -> list[tuple[str, str, str, dict, bytes | dict, int
         ("compact unknown column", "POST", "/predict_compact", js,
          {"table": {"columns": [*row, MARKER], "data": [[*row.values(), NUMBER]]}}, 400),
         ("compact with reasons", "POST", "/predict_compact_with_reasons", js,
-         {"table": {"columns": list(row), "data": [[{"v": MARKER}, *list(row.values())[1:]]]}}, 400),
-        ("explain top_k text", "POST", "/explain", js, {"applications": [row], "top_k": MARKER}, 400),
+         {"table": {"columns": list(row),
+                    "data": [[{"v": MARKER}, *list(row.values())[1:]]]}}, 400),
+        ("explain top_k text", "POST", "/explain", js,
+         {"applications": [row], "top_k": MARKER}, 400),
         ("explain top_k number", "POST", "/explain", js,
          {"applications": [{**row, "AMT_CREDIT": MARKER}], "top_k": NUMBER}, 400),
         ("query string", "POST", f"/predict?{MARKER}={NUMBER}", js, {"applications": [row]}, 400),
@@ -222,7 +224,7 @@ def test_a_bad_request_is_one_json_log_line_without_the_value_and_a_json_refusal
     lines = _lines_with(log, request_id)
     assert len(lines) == 1, f"{name}: {len(lines)} lines: {lines}"
     entry = json.loads(lines[0])
-    assert entry["status"] == status and entry["request_id"] == request_id, entry
+    assert (entry["status"], entry["request_id"]) == (status, request_id), entry
     assert set(entry) >= {"route", "status", "error_type", "field", "request_id", "duration_ms"}
     text = log.read_text(errors="replace")
     assert MARKER not in text, f"{name}: the submitted value is in the log"
@@ -276,7 +278,7 @@ def test_malformed_http_gets_the_json_400_and_one_log_line_without_what_was_sent
     assert head.startswith(b"HTTP/1.1 400 "), answer
     assert b"content-type: application/json" in head.lower(), answer
     payload = json.loads(body)
-    assert payload["field"] == "body" and payload["detail"][0]["type"] == "malformed_http"
+    assert (payload["field"], payload["detail"][0]["type"]) == ("body", "malformed_http")
     assert len(_lines_with(log, "Invalid HTTP request received", at_least=before + 1)) == (
         before + 1
     )
