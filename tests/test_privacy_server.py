@@ -22,6 +22,7 @@ import requests
 
 from loadtest.processes import ROOT, free_port, running
 from scoring.serving.edge.arrow_route import PATH as ARROW_PATH
+from scoring.serving.edge.tokens import RECHECK_S
 from scoring.serving.forms.arrow_stream import ARROW_STREAM
 from scoring.serving.forms.limits import DEFAULT_MAX_BODY_BYTES
 
@@ -342,6 +343,7 @@ def test_a_rotation_swapping_the_secret_folder_keeps_both_tokens_valid_then_the_
         (root / folder / "tokens").write_text("\n".join(tokens) + "\n")
         (root / "..data_tmp").symlink_to(folder)
         os.replace(root / "..data_tmp", root / "..data")
+        time.sleep(RECHECK_S + 0.2)  # the file is looked at again at most once per RECHECK_S
 
     def status(token: str) -> int:
         response = requests.post(

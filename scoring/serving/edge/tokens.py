@@ -1,8 +1,9 @@
 """The bearer tokens callers may present, read from a file (SCORING_API_TOKENS_FILE): one token
 a line, blank lines and `#` comments ignored.
 
-The file is looked at again (one `stat`, ~1 µs) on each check and re-read only when its
-identity or contents changed (device, inode, size, modification time). A Kubernetes Secret
+The file is looked at again (one `stat`) at most once a second, at a check, and re-read only
+when its identity or contents changed (device, inode, size, modification time): a stat on
+every request cost more than the rest of the check. A Kubernetes Secret
 volume swaps a symlink to a new folder on update, so the inode changes; an edited file changes
 its size or mtime. Rotation is then: put the new token next to the old one, move callers over,
 remove the old one; both are valid in between, with no restart.
@@ -17,10 +18,14 @@ import hashlib
 import hmac
 import logging
 import os
+import time
 from pathlib import Path
 
 log = logging.getLogger("bentoml.credit_scoring")
 
+# How stale the tokens may be: a rotation is seen within this (the kubelet itself takes up to
+# a minute to update a mounted Secret).
+RECHECK_S = 1.0
 # (device, inode, size, mtime_ns) of the file as last read; None = missing.
 Stamp = tuple[int, int, int, int] | None
 
@@ -56,6 +61,7 @@ class TokenFile:
         self.path = path
         self._stamp: Stamp = None
         self._digests: tuple[bytes, ...] = ()
+        self._checked_at = -RECHECK_S
         self.reloads = 0
         if not self._refresh():
             raise TokensError(f"{path}: cannot read it")
@@ -65,6 +71,7 @@ class TokenFile:
     def _refresh(self) -> bool:
         """Re-read the file if it changed; False when it cannot be read (then no token is
         valid: a missing file never opens the service)."""
+        self._checked_at = time.monotonic()
         stamp = _stamp(self.path)
         if stamp == self._stamp and stamp is not None:
             return True
@@ -95,7 +102,8 @@ class TokenFile:
 
     def accepts(self, presented: bytes) -> bool:
         """Whether `presented` is one of the file's tokens, compared in constant time."""
-        self._refresh()
+        if time.monotonic() - self._checked_at >= RECHECK_S:
+            self._refresh()
         given = _digest(presented)
         matched = False
         for digest in self._digests:  # no early exit: every token is compared
