@@ -1,6 +1,7 @@
 """The request contract, in-process (`to_asgi()` behind a test client): a request that could be
 read two ways is refused, and every refusal on every route has the one shape of
-scoring/serving/edge/refusals.py. "A credit decision must never rest on a value the service guessed."
+scoring/serving/edge/refusals.py. "A credit decision must never rest on a value the service
+guessed."
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from loadtest.processes import ROOT, free_port, running
-from scoring.serving import bulk_lane
+from scoring.serving.batching import bulk_lane
 from scoring.serving.edge.settings import FILE_SIZE_FACTOR
 from tests.service_helpers import names_the_field, reference_probabilities
 

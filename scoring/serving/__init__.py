@@ -1,1 +1,3 @@
-"""The request path, by concern: edge/ (HTTP: settings, start-up, guard, refusals, routes of its\nown), forms/ (request bodies → the model's matrix), batching/ (the bulk lane), monitoring/\n(drift and metrics). Scoring itself lives below, in scoring/core/."""
+"""The request path, by concern: edge/ (HTTP: settings, start-up, guard, refusals, routes of its
+own), forms/ (request bodies → the model's matrix), batching/ (the bulk lane), monitoring/
+(drift and metrics). Scoring itself lives below, in scoring/core/."""
