@@ -893,7 +893,7 @@ def _validation_error() -> ValidationError:
     raise AssertionError("not refused")
 
 
-def _request(path: str = "/predict") -> Request:
+def _api_request(path: str = "/predict") -> Request:
     return Request(
         {"type": "http", "method": "POST", "path": path, "headers": [], "query_string": b""}
     )
@@ -907,7 +907,7 @@ def test_canary_upstream_logs_a_refused_request_with_a_traceback_quoting_its_val
         try:
             raise _validation_error()
         except ValidationError:
-            refusal_logging.UPSTREAM_LOG_EXCEPTION(_request())
+            refusal_logging.UPSTREAM_LOG_EXCEPTION(_api_request())
     assert "SECRET-4711" in caplog.text
 
 
@@ -916,11 +916,11 @@ def test_patched_log_exception_logs_no_refusal_and_a_failure_once(caplog):
         try:
             raise _validation_error()
         except ValidationError:
-            refusal_logging._log_exception(_request())
+            refusal_logging._log_exception(_api_request())
         assert caplog.records == []
         try:
             raise RuntimeError("boom")
         except RuntimeError:
-            refusal_logging._log_exception(_request())
+            refusal_logging._log_exception(_api_request())
     assert [r.levelname for r in caplog.records] == ["ERROR"]
     assert caplog.records[0].exc_info is not None or caplog.records[0].exc_text
