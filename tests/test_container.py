@@ -260,13 +260,16 @@ path, body = sys.argv[1], sys.argv[2]
 request = urllib.request.Request("http://127.0.0.1:3000" + path, data=body.encode() or None,
                                  headers={"content-type": "application/json"})
 with urllib.request.urlopen(request, timeout=10) as answer:
-    print(json.dumps({"status": answer.status, "body": json.loads(answer.read() or "null")}))
+    raw, kind = answer.read(), answer.headers.get_content_type()
+    body = json.loads(raw) if kind == "application/json" else raw.decode()
+    print(json.dumps({"status": answer.status, "body": body}))
 """
 
 
-def _from_inside(podman: Podman, name: str, path: str, body: str = "") -> dict | None:
+def _from_inside(podman: Podman, name: str, path: str, body: str = "") -> tuple[dict | None, str]:
+    """The answer (None when the call failed) and what the call wrote to stderr."""
     done = podman("exec", name, "python3", "-c", _INSIDE, path, body, check=False)
-    return json.loads(done.stdout) if done.returncode == 0 else None
+    return (json.loads(done.stdout) if done.returncode == 0 else None), done.stderr[-1500:]
 
 
 def test_the_service_serves_with_no_network_at_all_called_from_inside(podman, image, demo_rows):
@@ -282,12 +285,12 @@ def test_the_service_serves_with_no_network_at_all_called_from_inside(podman, im
         names = {line.split(":")[0].strip() for line in interfaces.splitlines() if ":" in line}
         assert names == {"lo"}, interfaces
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while _from_inside(podman, name, "/readyz") is None:
-            assert time.monotonic() < deadline, podman("logs", name, check=False).stdout[-3000:]
+        while (ready := _from_inside(podman, name, "/readyz"))[0] is None:
+            assert time.monotonic() < deadline, ready[1]
             time.sleep(0.5)
         body = json.dumps({"applications": demo_rows[:3]})
-        answer = _from_inside(podman, name, "/predict", body)
-        assert answer is not None
+        answer, error = _from_inside(podman, name, "/predict", body)
+        assert answer is not None, error
         assert answer["status"] == 200
         assert [p["decision"] in ("approve", "reject") for p in answer["body"]] == [True] * 3
     finally:
