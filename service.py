@@ -36,6 +36,7 @@ from scoring.core.scorer import Scorer, reasons_text
 from scoring.serving.batching.bulk_lane import in_bulk_lane
 from scoring.serving.edge.arrow_route import ArrowForm, ArrowRoute
 from scoring.serving.edge.challenger import shadow_lane
+from scoring.serving.edge.front_door import install_front_door
 from scoring.serving.edge.image import IMAGE
 from scoring.serving.edge.openapi import CompleteOpenAPI
 from scoring.serving.edge.request_guard import install_request_guard
@@ -355,6 +356,7 @@ class CreditScoring:
         return out
 
 
+install_front_door(CreditScoring, SETTINGS, SPEC)  # first: outside every other middleware
 install_request_guard(CreditScoring, SETTINGS)
 CreditScoring.add_asgi_middleware(ArrowRoute, form=ARROW)
 CreditScoring.add_asgi_middleware(

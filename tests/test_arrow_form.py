@@ -403,3 +403,74 @@ def test_an_arrow_file_or_a_parquet_file_is_refused_saying_what_it_is(client, de
         assert answer.status_code == 400, answer.text
         assert answer.json()["field"] == "body"
         assert said in answer.json()["error"]
+
+
+def _text_columns(table: pa.Table, kind: pa.DataType, dictionary: bool) -> pa.Table:
+    """Every string column of `table` as `kind` (plain or dictionary-encoded)."""
+    for index, field in enumerate(table.schema):
+        if pa.types.is_string(field.type):
+            column = table.column(index).cast(kind)
+            if dictionary:
+                indices = pa.compute.dictionary_encode(table.column(index)).combine_chunks()
+                column = pa.DictionaryArray.from_arrays(
+                    indices.indices, indices.dictionary.cast(kind)
+                )
+            table = table.set_column(index, field.name, column)
+    return table
+
+
+@pytest.mark.parametrize("dictionary", [False, True], ids=["plain", "dictionary"])
+@pytest.mark.parametrize("kind", [pa.string_view(), pa.large_string()], ids=str)
+def test_string_view_and_large_string_categories_from_pyarrow_score_as_plain_strings(
+    client, demo_rows, kind, dictionary
+):
+    rows = demo_rows[:40]
+    table = _text_columns(table_of(rows), kind, dictionary)
+    assert kind in [t.value_type if pa.types.is_dictionary(t) else t for t in table.schema.types], (
+        table.schema
+    )
+    answer = post(client, stream(table))
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == client.post("/predict", json={"applications": rows}).json()
+
+
+def _polars_stream(frame, **options) -> bytes:
+    import io
+
+    sink = io.BytesIO()
+    frame.write_ipc_stream(sink, **options)
+    return sink.getvalue()
+
+
+@pytest.mark.parametrize("categorical", [False, True], ids=["string", "pl.Categorical"])
+def test_a_stream_written_by_polars_scores_as_the_records_form(
+    client, production_model, demo_rows, categorical
+):
+    """Polars writes string columns as string_view (and its categoricals as dictionaries of
+    string_view) by default: the form pyarrow alone would not make."""
+    import polars as pl
+
+    rows = demo_rows[:40]
+    frame = pl.from_arrow(table_of(rows))
+    if categorical:
+        names = sorted(categories_of(production_model))
+        frame = frame.with_columns(pl.col(name).cast(pl.Categorical) for name in names)
+    body = _polars_stream(frame)
+    schema = pa.ipc.open_stream(body).schema
+    texts = [t.value_type if pa.types.is_dictionary(t) else t for t in schema.types]
+    assert pa.string_view() in texts, schema
+    answer = post(client, body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == client.post("/predict", json={"applications": rows}).json()
+
+
+def test_an_unseen_category_in_a_polars_string_view_column_is_a_400_naming_it(
+    client, production_model, demo_rows
+):
+    import polars as pl
+
+    name = sorted(categories_of(production_model))[0]
+    rows = [{**demo_rows[0], name: "no such category"}]
+    answer = post(client, _polars_stream(pl.from_arrow(table_of(rows))))
+    assert answer.status_code == 400, answer.text
+    assert names_the_field(answer.json(), name)

@@ -40,6 +40,8 @@ from scoring.bentoml_patches import (
     bulk_bypass,
     form_body,
     json_body,
+    malformed_http,
+    refusal_logging,
     request_timeout,
     worker_sockets,
 )
@@ -65,6 +67,8 @@ def test_every_patch_reports_its_state():
         "form_body",
         "json_body",
         "json_response",
+        "malformed_http",
+        "refusal_logging",
         "request_metrics",
         "request_timeout",
         "response_headers",
@@ -809,3 +813,114 @@ def test_the_exact_repeated_key_check_holds_memory_in_proportion_to_the_body():
         tracemalloc.stop()
     assert found == [(("rows", 0, 0, "a"), 2)]
     assert peak < 40 * len(body), f"{peak / 1e6:.1f} MB for a {len(body) / 1e3:.0f} KB body"
+
+
+class _Transport:
+    """What uvicorn's protocol writes to: kept, so the answer on the wire can be read."""
+
+    def __init__(self) -> None:
+        self.written = b""
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _httptools_protocol() -> SimpleNamespace:
+    return SimpleNamespace(server_state=SimpleNamespace(default_headers=[]), transport=_Transport())
+
+
+def _h11_protocol() -> SimpleNamespace:
+    import h11
+
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(b"GARBAGE\r\n\r\n")
+    with pytest.raises(h11.RemoteProtocolError):
+        conn.next_event()
+    return SimpleNamespace(conn=conn, transport=_Transport())
+
+
+@pytest.mark.parametrize(
+    ("upstream", "protocol"),
+    [
+        (malformed_http.UPSTREAM_HTTPTOOLS_400, _httptools_protocol),
+        (malformed_http.UPSTREAM_H11_400, _h11_protocol),
+    ],
+    ids=["httptools", "h11"],
+)
+def test_canary_upstream_uvicorn_answers_malformed_http_in_plain_text(upstream, protocol):
+    """When uvicorn answers a request its parser cannot read in JSON (or lets the app answer),
+    drop malformed_http.py."""
+    found = protocol()
+    upstream(found, "Invalid HTTP request received.")
+    assert b"content-type: text/plain" in found.transport.written.lower()
+    assert found.transport.closed
+
+
+@pytest.mark.parametrize(
+    ("patched", "protocol"),
+    [
+        (malformed_http._httptools_400, _httptools_protocol),
+        (malformed_http._h11_400, _h11_protocol),
+    ],
+    ids=["httptools", "h11"],
+)
+def test_patched_uvicorn_answers_malformed_http_with_the_json_refusal_and_closes(
+    patched, protocol, monkeypatch
+):
+    body = json.dumps({"error": "e", "field": "body", "detail": []}).encode()
+    monkeypatch.setitem(malformed_http._STATE, "body", body)
+    found = protocol()
+    patched(found, "Invalid HTTP request received.")
+    head, _, sent = found.transport.written.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert b"content-type: application/json" in head.lower()
+    assert sent == body
+    assert found.transport.closed
+
+
+def _validation_error() -> ValidationError:
+    class Row(BaseModel):
+        amount: float
+
+    try:
+        Row.model_validate({"amount": "SECRET-4711"})
+    except ValidationError as error:
+        return error
+    raise AssertionError("not refused")
+
+
+def _api_request(path: str = "/predict") -> Request:
+    return Request(
+        {"type": "http", "method": "POST", "path": path, "headers": [], "query_string": b""}
+    )
+
+
+def test_canary_upstream_logs_a_refused_request_with_a_traceback_quoting_its_value(caplog):
+    """BentoML logs every exception its API wrapper answers, a caller's 400 too, and pydantic's
+    text quotes the value. When it no longer does, drop refusal_logging.py."""
+    assert "log_exception" in ServiceAppFactory.api_endpoint_wrapper.__code__.co_names
+    with caplog.at_level("ERROR"):
+        try:
+            raise _validation_error()
+        except ValidationError:
+            refusal_logging.UPSTREAM_LOG_EXCEPTION(_api_request())
+    assert "SECRET-4711" in caplog.text
+
+
+def test_patched_log_exception_logs_no_refusal_and_a_failure_once(caplog):
+    with caplog.at_level("DEBUG"):
+        try:
+            raise _validation_error()
+        except ValidationError:
+            refusal_logging._log_exception(_api_request())
+        assert caplog.records == []
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            refusal_logging._log_exception(_api_request())
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+    assert caplog.records[0].exc_info is not None or caplog.records[0].exc_text

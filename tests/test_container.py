@@ -252,6 +252,51 @@ def test_bad_request_gets_a_400_json_from_inside_the_container(served):
     assert response.json()["error"]
 
 
+# Run inside the container, with the image's own Python: the answer of `path` as JSON, or the
+# error; POST when a body is given. Nothing but loopback exists there.
+_INSIDE = """
+import json, sys, urllib.request
+path, body = sys.argv[1], sys.argv[2]
+request = urllib.request.Request("http://127.0.0.1:3000" + path, data=body.encode() or None,
+                                 headers={"content-type": "application/json"})
+with urllib.request.urlopen(request, timeout=10) as answer:
+    raw, kind = answer.read(), answer.headers.get_content_type()
+    body = json.loads(raw) if kind == "application/json" else raw.decode()
+    print(json.dumps({"status": answer.status, "body": body}))
+"""
+
+
+def _from_inside(podman: Podman, name: str, path: str, body: str = "") -> tuple[dict | None, str]:
+    """The answer (None when the call failed) and what the call wrote to stderr."""
+    done = podman("exec", name, "python3", "-c", _INSIDE, path, body, check=False)
+    return (json.loads(done.stdout) if done.returncode == 0 else None), done.stderr[-1500:]
+
+
+def test_the_service_serves_with_no_network_at_all_called_from_inside(podman, image, demo_rows):
+    """--network=none: only loopback. The service starts and scores with no egress (what the
+    NetworkPolicy in env/k8s relies on: it allows none)."""
+    name = "credit-scoring-no-network"
+    podman(
+        "run", "--detach", "--name", name, "--pull=never", "--read-only", "--tmpfs", "/tmp",
+        "--network", "none", image.name,
+    )  # fmt: skip
+    try:
+        interfaces = podman("exec", name, "cat", "/proc/net/dev").stdout
+        names = {line.split(":")[0].strip() for line in interfaces.splitlines() if ":" in line}
+        assert names == {"lo"}, interfaces
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while (ready := _from_inside(podman, name, "/readyz"))[0] is None:
+            assert time.monotonic() < deadline, ready[1]
+            time.sleep(0.5)
+        body = json.dumps({"applications": demo_rows[:3]})
+        answer, error = _from_inside(podman, name, "/predict", body)
+        assert answer is not None, error
+        assert answer["status"] == 200
+        assert [p["decision"] in ("approve", "reject") for p in answer["body"]] == [True] * 3
+    finally:
+        podman("rm", "--force", "--time", "5", name, check=False)
+
+
 def test_threshold_override_from_the_environment_needs_no_rebuild(podman, image, demo_rows):
     override = ("--env", "SCORING_THRESHOLD=0.5")
     with serving(podman, image, "credit-scoring-override", *override) as container:

@@ -18,8 +18,10 @@ from scoring.serving.edge.settings import PREFIX, Settings
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "env/k8s"
 KINDS = (
-    "ConfigMap",
+    "ConfigMap",  # the settings
+    "ConfigMap",  # the Grafana dashboard
     "Deployment",
+    "NetworkPolicy",
     "HorizontalPodAutoscaler",
     "PodDisruptionBudget",
     "PrometheusRule",
@@ -76,6 +78,17 @@ def one(rendered: list[dict], kind: str) -> dict:
     return found[0]
 
 
+def named(rendered: list[dict], kind: str, prefix: str) -> dict:
+    """The single rendered `kind` whose name starts with `prefix` (a generated name's hash)."""
+    found = [o for o in rendered if o["kind"] == kind and o["metadata"]["name"].startswith(prefix)]
+    assert len(found) == 1, f"expected one {kind} {prefix}*, rendered {len(found)}"
+    return found[0]
+
+
+def settings_map(rendered: list[dict]) -> dict:
+    return named(rendered, "ConfigMap", "credit-scoring-settings")
+
+
 def pod_template(rendered: list[dict]) -> dict:
     return one(rendered, "Deployment")["spec"]["template"]
 
@@ -115,14 +128,14 @@ def pre_stop_sleep_s(container: dict) -> int:
 
 def request_timeout_s(rendered: list[dict]) -> int:
     """The longest request BentoML lets run: the service's setting, as the ConfigMap sets it."""
-    return Settings.from_env(one(rendered, "ConfigMap")["data"]).request_timeout_s
+    return Settings.from_env(settings_map(rendered)["data"]).request_timeout_s
 
 
-def test_base_renders_one_each_of_deployment_service_hpa_pdb_configmap_and_prometheusrule(
+def test_base_renders_each_object_once_and_two_config_maps(
     rendered,
 ):
     kinds = Counter(obj["kind"] for obj in rendered)
-    assert kinds == Counter(KINDS), f"rendered kinds {dict(kinds)}, expected one each of {KINDS}"
+    assert kinds == Counter(KINDS), f"rendered kinds {dict(kinds)}, expected {KINDS}"
 
 
 def test_every_object_validates_against_the_newest_kubernetes_schemas_offline(rendered):
@@ -172,7 +185,7 @@ def test_every_container_limits_cpu_and_memory_at_its_requests(rendered):
 
 
 def test_lightgbm_threads_times_workers_equal_the_cpu_limit(rendered):
-    settings = one(rendered, "ConfigMap")["data"]
+    settings = settings_map(rendered)["data"]
     (container,) = pod_template(rendered)["spec"]["containers"]
     cpus = cpu_cores(container["resources"]["limits"]["cpu"])
     workers = int(settings["SCORING_WORKERS"])
@@ -185,12 +198,12 @@ def test_lightgbm_threads_times_workers_equal_the_cpu_limit(rendered):
 
 def test_config_map_sets_only_known_scoring_settings(rendered):
     known = {PREFIX + name.upper() for name in Settings.model_fields}
-    unknown = one(rendered, "ConfigMap")["data"].keys() - known
+    unknown = settings_map(rendered)["data"].keys() - known
     assert not unknown, f"settings.env sets {sorted(unknown)}, which the service never reads"
 
 
 def test_config_map_settings_pass_the_service_start_up_validation(rendered):
-    data = one(rendered, "ConfigMap")["data"]
+    data = settings_map(rendered)["data"]
     try:
         Settings.from_env(data)
     except ValueError as error:
@@ -198,7 +211,7 @@ def test_config_map_settings_pass_the_service_start_up_validation(rendered):
 
 
 def test_threshold_override_is_unset_so_the_model_label_rules(rendered):
-    data = one(rendered, "ConfigMap")["data"]
+    data = settings_map(rendered)["data"]
     assert "SCORING_THRESHOLD" not in data, (
         f"settings.env overrides the threshold by default: {data['SCORING_THRESHOLD']!r}"
     )
@@ -316,7 +329,7 @@ def test_rolling_update_never_drops_below_serving_capacity(rendered):
 
 
 def test_deployment_reads_settings_from_the_rendered_config_map(rendered):
-    config_map = one(rendered, "ConfigMap")["metadata"]["name"]
+    config_map = settings_map(rendered)["metadata"]["name"]
     for container in pod_template(rendered)["spec"]["containers"]:
         referenced = [
             source["configMapRef"]["name"]
@@ -349,3 +362,78 @@ def test_pdb_selects_the_pod_template_labels(rendered):
     labels = pod_template(rendered)["metadata"].get("labels", {})
     assert selector, "the PodDisruptionBudget has no matchLabels"
     assert selector.items() <= labels.items(), f"PDB selector {selector}, pod labels {labels}"
+
+
+def network_policy(rendered: list[dict]) -> dict:
+    return one(rendered, "NetworkPolicy")["spec"]
+
+
+def test_network_policy_selects_exactly_the_pod_template_labels(rendered):
+    """Never `{}`: an empty selector would shut off every pod in the namespace."""
+    selector = network_policy(rendered)["podSelector"].get("matchLabels", {})
+    labels = pod_template(rendered)["metadata"].get("labels", {})
+    assert selector, "the NetworkPolicy selects every pod of the namespace"
+    assert selector.items() <= labels.items(), f"selector {selector}, pod labels {labels}"
+
+
+def test_network_policy_allows_no_egress_at_all(rendered):
+    policy = network_policy(rendered)
+    assert "Egress" in policy["policyTypes"]
+    assert policy.get("egress", []) == [], policy.get("egress")
+
+
+def _expressions(selector: dict) -> dict[str, list[str]]:
+    found = {e["key"]: e["values"] for e in selector.get("matchExpressions", [])}
+    return {**{k: [v] for k, v in selector.get("matchLabels", {}).items()}, **found}
+
+
+def test_network_policy_admits_only_labelled_callers_and_prometheus_to_the_http_port(rendered):
+    policy = network_policy(rendered)
+    assert "Ingress" in policy["policyTypes"]
+    (rule,) = policy["ingress"]
+    (container,) = pod_template(rendered)["spec"]["containers"]
+    http = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert [(p["port"], p.get("protocol", "TCP")) for p in rule["ports"]] == [("http", "TCP")]
+    assert "http" in http
+    sources = [
+        (kind, _expressions(peer[kind])) for peer in rule["from"] for kind in peer
+    ]  # each peer one selector: a pod AND namespace pair would narrow, not widen
+    assert all(len(peer) == 1 for peer in rule["from"]), rule["from"]
+    client = {"credit-scoring.example/client": ["true"]}
+    assert sorted(sources, key=str) == sorted(
+        [
+            ("podSelector", client),
+            ("namespaceSelector", client),
+            ("namespaceSelector", {"kubernetes.io/metadata.name": ["monitoring"]}),
+        ],
+        key=str,
+    )
+    # No empty selector anywhere: `{}` would admit every pod or every namespace.
+    assert all(selector for _, selector in sources), sources
+
+
+def test_the_api_tokens_come_from_a_secret_mounted_by_reference_as_the_settings_say(rendered):
+    spec = pod_template(rendered)["spec"]
+    (volume,) = [v for v in spec["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == "credit-scoring-api-tokens"
+    assert volume["secret"].get("optional") is False, "a missing Secret must not start it open"
+    assert not any(o["kind"] == "Secret" for o in rendered), "a token value in the repository"
+    (container,) = spec["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount.get("readOnly") is True, mount
+    assert "subPath" not in mount, "a subPath mount never sees the Secret's updates"
+    tokens_file = Settings.from_env(settings_map(rendered)["data"]).api_tokens_file
+    assert tokens_file is not None
+    assert tokens_file.parent == Path(mount["mountPath"])
+
+
+def test_the_grafana_dashboard_is_a_config_map_grafanas_sidecar_discovers(rendered):
+    import json
+
+    dashboard = named(rendered, "ConfigMap", "credit-scoring-grafana-dashboard")
+    assert dashboard["metadata"]["name"] == "credit-scoring-grafana-dashboard"  # no hash
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    (content,) = dashboard["data"].values()
+    shipped = json.loads((ROOT / BASE / "grafana-dashboard.json").read_text())
+    assert json.loads(content) == shipped
+    assert shipped.get("panels"), "the dashboard has no panels"

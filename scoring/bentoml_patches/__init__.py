@@ -25,6 +25,8 @@ from scoring.bentoml_patches import (
     form_body,
     json_body,
     json_response,
+    malformed_http,
+    refusal_logging,
     request_metrics,
     request_timeout,
     response_headers,
@@ -46,6 +48,8 @@ _REPORTS: dict[str, Callable[[], dict[str, Any]]] = {
     "form_body": form_body.report,
     "json_body": json_body.report,
     "json_response": json_response.report,
+    "malformed_http": malformed_http.report,
+    "refusal_logging": refusal_logging.report,
     "request_metrics": request_metrics.report,
     "request_timeout": request_timeout.report,
     "response_headers": response_headers.report,
@@ -73,12 +77,14 @@ def install(
     offload: json_body.Offload | None = None,
     offload_bytes: int = 0,
     known_paths: Sequence[str] = (),
+    malformed_http_body: bytes = b"",
 ) -> dict[str, Any]:
     """Install every patch in this process (call it at service import, before the service class
     is built) and return the report GET /version shows. Requests of `bulk_rows` rows or more
     skip the batching queue; `offload(function, *args)` parses JSON bodies of `offload_bytes` or
     more off the event loop; `known_paths` are the service's routes besides its APIs (request
-    metrics label any other path as one)."""
+    metrics label any other path as one); `malformed_http_body` is the JSON 400 for a request
+    the HTTP parser cannot read."""
     check_version()
     batching_wait.install()
     bound_api_methods.install()
@@ -86,6 +92,8 @@ def install(
     form_body.install()
     json_body.install(offload, offload_bytes)
     json_response.install()
+    malformed_http.install(malformed_http_body)
+    refusal_logging.install()
     request_metrics.install(known_paths)
     request_timeout.install()
     response_headers.install()

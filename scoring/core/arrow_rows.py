@@ -233,15 +233,20 @@ def _category_codes(
     if pa.types.is_null(kind):  # no value at all: every category missing
         return np.full(len(column), np.nan)
     strings = not categories or isinstance(categories[0], str)
-    fits = (
-        (pa.types.is_string(kind) or pa.types.is_large_string(kind))
-        if strings
-        else pa.types.is_integer(kind)
-    )
+    fits = _is_text(kind) if strings else pa.types.is_integer(kind)
     if not fits:
         expected = "strings (plain or dictionary-encoded)" if strings else "integers"
         raise ArrowBodyError(name, f"{name} must hold its categories as {expected}, got {kind}")
-    if pa.types.is_dictionary(column.type):
+    if strings and kind != pa.string():
+        # Polars writes string_view by default, some writers large_string: compared as plain
+        # strings, the one type the value set is built in (a body is far below 2 GB of text).
+        # A dictionary's values are cast first: Arrow cannot decode string_view ones.
+        if pa.types.is_dictionary(column.type):
+            column = pa.DictionaryArray.from_arrays(
+                column.indices, column.dictionary.cast(pa.string())
+            )
+        column = column.cast(pa.string())
+    elif pa.types.is_dictionary(column.type):
         column = column.cast(kind)
     if not strings and kind != pa.int64():
         # Integer categories compared as int64: a narrow column (uint8) cannot hold the value
@@ -267,6 +272,12 @@ def _category_codes(
             name, f"{name} in row {row}: unseen category {shown(value)} (known: {known})"
         )
     return codes.to_numpy(zero_copy_only=False).astype(np.float64)  # null (missing) → NaN
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return (
+        pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+    )
 
 
 @functools.lru_cache(maxsize=1024)

@@ -7,7 +7,8 @@ import json
 import subprocess
 from pathlib import Path
 
-BUILD_INFO_FILE = Path(__file__).resolve().parents[2] / "build_info.json"
+# The project root (scoring/serving/edge/ → three levels up), where the build writes it.
+BUILD_INFO_FILE = Path(__file__).resolve().parents[3] / "build_info.json"
 
 
 def _git(*args: str) -> str:

@@ -18,7 +18,13 @@ from http import HTTPStatus
 from typing import Any
 
 # The part of the request a refusal without a location is about, by status.
-_FIELD_BY_STATUS = {405: "method", 413: "body", 415: "content-type"}
+_FIELD_BY_STATUS = {
+    401: "authorization",
+    404: "path",
+    405: "method",
+    413: "body",
+    415: "content-type",
+}
 
 
 def refusal(field: str, message: str, kind: str) -> dict[str, Any]:

@@ -172,14 +172,25 @@ async def _within_limit(
         await send_response(send, _too_large(f"request body exceeds {limit} bytes"))
 
 
+def is_file_route(method: Any) -> bool:
+    return method.input_spec.mime_type() == "multipart/form-data"
+
+
+def body_limits(service: Any, settings: Any) -> dict[str, int]:
+    """Each API route of `service` → its body limit: JSON bodies settings.max_body_bytes, file
+    uploads (multipart) settings.max_file_bytes."""
+    return {
+        method.route.rstrip("/"): (
+            settings.max_file_bytes if is_file_route(method) else settings.max_body_bytes
+        )
+        for method in service.apis.values()
+    }
+
+
 def install_request_guard(service: Any, settings: Any) -> None:
-    """Guard every POST API of `service`: JSON bodies up to settings.max_body_bytes, file
-    uploads (multipart) up to settings.max_file_bytes."""
-    json_routes, file_routes = {}, {}
-    for method in service.apis.values():
-        route = method.route.rstrip("/")
-        if method.input_spec.mime_type() == "multipart/form-data":
-            file_routes[route] = settings.max_file_bytes
-        else:
-            json_routes[route] = settings.max_body_bytes
+    """Guard every POST API of `service` within its body limit (`body_limits`)."""
+    limits = body_limits(service, settings)
+    files = {method.route.rstrip("/") for method in service.apis.values() if is_file_route(method)}
+    json_routes = {route: limit for route, limit in limits.items() if route not in files}
+    file_routes = {route: limit for route, limit in limits.items() if route in files}
     service.add_asgi_middleware(RequestGuard, json_routes=json_routes, file_routes=file_routes)

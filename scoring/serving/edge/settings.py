@@ -91,6 +91,24 @@ class Settings(BaseSettings):
     """false = count nothing for drift even when the model carries a reference sample."""
     monitoring_window_s: int = Field(300, ge=10)
     """GET /monitoring: the window, in seconds, of this process's drift figures (PSI, rates)."""
+    log_format: Literal["text", "json"] = "text"
+    """`json` = every log line one JSON object (time, level, logger, message, and a refusal's
+    route, status, error type, field, request id and duration as fields), for log shippers."""
+    api_tokens_file: Path | None = None
+    """File of the bearer tokens callers must present (one a line; blank lines and `#`
+    comments ignored), e.g. a mounted Kubernetes Secret. Re-read when it changes, so during a
+    rotation the old and the new token are both valid. Unset = no authentication (one warning
+    at start). Set, it must exist and hold a token at start; if it later empties or vanishes,
+    every protected request is refused (401), never let through."""
+    protect_metrics: bool = False
+    """true = GET /metrics needs a token too. Off by default: Prometheus scrapes without one
+    in most setups, the NetworkPolicy admits only the monitoring namespace to the port, and
+    the metrics hold counts and histograms, never an applicant's values."""
+    discard_body_factor: int = Field(4, ge=0, le=64)
+    """A body refused as too large (413) is still read and thrown away up to this many times
+    the route's limit before the answer, so clients that send the whole body before reading
+    (Python's urllib, httpx) receive the 413 instead of a connection reset. Beyond that the
+    connection is closed after the answer; 0 = never read a refused body."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

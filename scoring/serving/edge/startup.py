@@ -19,8 +19,10 @@ from scoring import bentoml_patches
 from scoring.core.contract import FeatureSpec
 from scoring.core.model import ModelCannotServe, ServedModel
 from scoring.serving.batching.bulk_lane import in_bulk_lane
+from scoring.serving.edge import log_privacy
 from scoring.serving.edge.arrow_route import PATH as ARROW_PATH
 from scoring.serving.edge.challenger import checked_challenger
+from scoring.serving.edge.refusals import refusal
 from scoring.serving.edge.settings import Settings, SettingsError
 from scoring.serving.edge.version import version_app
 from scoring.serving.forms.records import application_model
@@ -35,6 +37,9 @@ SERVICE_PATHS = (
     *(route.path for route in version_app.routes),  # GET /version, GET /monitoring
     *("/livez", "/readyz", "/healthz", "/metrics"),  # BentoML's own
 )
+
+# The answer to a request the HTTP parser cannot read (bentoml_patches/malformed_http.py).
+MALFORMED_HTTP = refusal("body", "Invalid HTTP request received.", "malformed_http")
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ def prepare_service() -> ServiceSetup:
         settings = Settings.from_env()
     except SettingsError as error:
         cannot_start("with these settings", str(error))
+    # First: whatever is logged from here on keeps applicants' values out.
+    log_privacy.install(settings.log_format)
     workers = settings.worker_count()
     sys.setswitchinterval(settings.gil_switch_ms / 1000)
     bentoml_patches.install(
@@ -66,6 +73,7 @@ def prepare_service() -> ServiceSetup:
         offload=in_bulk_lane,
         offload_bytes=settings.bulk_body_bytes,
         known_paths=SERVICE_PATHS,
+        malformed_http_body=json.dumps(MALFORMED_HTTP).encode(),
     )
     try:
         bento_model = bentoml.models.get(settings.model_tag)
