@@ -3,6 +3,8 @@ unless it can read the champion's requests, with the store left as it was."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import bentoml
 import lightgbm as lgb
 import mlflow
@@ -15,11 +17,13 @@ import import_model
 from tests.service_helpers import bento_models
 
 
-def log_run(uri: str, frame: pd.DataFrame, target: np.ndarray) -> str:
-    """A team's run: a small booster with its signature and threshold, as mlflow.lightgbm logs."""
+def log_run(uri: str, artifacts: Path, frame: pd.DataFrame, target: np.ndarray) -> str:
+    """A team's run: a small booster with its signature and threshold, as mlflow.lightgbm logs;
+    its artifacts under `artifacts` (a sqlite store would put them in ./mlruns)."""
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    mlflow.set_experiment("challenger-misfit")  # not an experiment of a store used before
+    experiment = mlflow.create_experiment("challenger-misfit", artifact_location=artifacts.as_uri())
+    mlflow.set_experiment(experiment_id=experiment)
     booster = lgb.train(
         {"objective": "binary", "verbose": -1, "seed": 0}, lgb.Dataset(frame, target), 10
     )
@@ -38,8 +42,10 @@ def misfit_run(tmp_path_factory, production_model) -> tuple[str, str]:
     numeric = [f["name"] for f in names if not f.get("categories") and f["type"] == "double"]
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(rng.normal(size=(400, 4)), columns=[*numeric[:3], "SHOE_SIZE"])
-    uri = f"sqlite:///{tmp_path_factory.mktemp('misfit') / 'mlflow.db'}"
-    return uri, log_run(uri, frame, (frame.iloc[:, 0] > 0).to_numpy().astype(int))
+    root = tmp_path_factory.mktemp("misfit")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    target = (frame.iloc[:, 0] > 0).to_numpy().astype(int)
+    return uri, log_run(uri, root / "artifacts", frame, target)
 
 
 def test_a_challenger_is_imported_under_its_own_name_with_its_role(challenger_model):
