@@ -346,6 +346,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run")
     parser.add_argument("--skip", action="append", default=[], help="server name to skip")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="measure only these servers (repeatable): a partial run, written to "
+        "loadtest/reports/bench-partial.json and printed; the full report and the README's "
+        "figures stay those of the last full run",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None and os.geteuid() == 0:
         subprocess.run("apt-get update -qq && apt-get install -y -qq wrk", shell=True, check=False)
@@ -419,7 +427,7 @@ def main() -> int:
     memory: dict[str, ServerMemory] = {}
     overload_report = ""
     for name, start in servers(env, model_file, tags, work).items():
-        if name in args.skip:
+        if name in args.skip or (args.only and name not in args.only):
             continue
         one, batch = bodies[
             "mlflow" if name.startswith("mlflow") else "mlserver" if name == MLSERVER else "predict"
@@ -485,6 +493,11 @@ def main() -> int:
         "in_process_rows_per_s_measured": [asdict(c) for c in ceilings],
         "overload": overload_report,
     }
+    if args.only:
+        partial = ROOT / "loadtest" / "reports" / "bench-partial.json"
+        partial.write_text(json.dumps(data, indent=2) + "\n")
+        print(f"bench: a partial run, written to {partial}")
+        return 0
     (ROOT / "loadtest" / "reports" / "bench.json").write_text(json.dumps(data, indent=2) + "\n")
     # The report, its plots and the README's figures table, from that JSON.
     from loadtest import report as bench_report
