@@ -12,6 +12,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.processes import ROOT, free_port, running
+from scoring.serving.shadow.lane import DRAIN_INTERVAL_S
 from tests.test_startup_failure import assert_stopped_once_with_one_line, serve
 
 pytestmark = pytest.mark.server
@@ -70,10 +71,24 @@ def test_answers_with_a_challenger_are_the_champions_byte_for_byte(
         assert shadowed.content == alone.content, path
 
 
+def settled_count(url: str) -> float:
+    """The pairs counted once the lane has drained what earlier tests sent (it drains every
+    DRAIN_INTERVAL_S): the same total twice, a few intervals apart."""
+    deadline = time.monotonic() + 30
+    count = sum(shadow_decisions(url).values())
+    while True:
+        time.sleep(3 * DRAIN_INTERVAL_S)
+        again = sum(shadow_decisions(url).values())
+        if again == count:
+            return count
+        assert time.monotonic() < deadline, "the shadow counts never settled"
+        count = again
+
+
 def test_the_challengers_decisions_are_counted_in_pairs_for_every_row_scored(
     with_challenger, demo_rows
 ):
-    before = sum(shadow_decisions(with_challenger).values())
+    before = settled_count(with_challenger)
     rows = demo_rows[100:180]
     assert requests.post(f"{with_challenger}/predict", json={"applications": rows}, timeout=30).ok
     deadline = time.monotonic() + 30

@@ -2,8 +2,9 @@
 in one low-priority thread per worker, and the two are compared in metrics.
 
 The request path's whole cost is `offer`: a lock, a length check and an append. The rows wait in
-a queue bounded by rows; when it is full (a slow challenger, a burst) the offered rows are
-counted as dropped and the request goes on, never waiting. The thread takes everything queued
+a queue bounded by rows, drained every DRAIN_INTERVAL_S; when it is full (a slow challenger, a
+burst) the offered rows are counted as dropped and the request goes on, never waiting. The
+thread takes everything queued
 at once, maps it to the challenger's columns, scores it on one LightGBM thread (the compiled
 forest when the challenger has one) and counts the decision pairs and both score
 distributions. A challenger that raises loses only its own rows, counted, with one log line
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 # score deciles from.
 EVEN_EDGES = tuple(round(0.1 * i, 1) for i in range(1, 10))
 ERROR_LOG_INTERVAL_S = 60.0
+# The thread drains the queue this often, not on every offer: woken per request, it took the GIL
+# from the event loop once per single row (measured: 0.59x the single-row rate without a
+# challenger); every 0.2 s it scores a few hundred rows in one call instead.
+DRAIN_INTERVAL_S = 0.2
 
 
 class ShadowLane:
@@ -52,7 +57,6 @@ class ShadowLane:
         self._pending: deque[tuple[np.ndarray, np.ndarray]] = deque()
         self._pending_rows = 0
         self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._last_error_log = -ERROR_LOG_INTERVAL_S
         tag = challenger.tag
         # Every series created now, at 0: increase() needs a series before its first increment.
@@ -82,8 +86,6 @@ class ShadowLane:
                 self._pending_rows += len(rows)
         if full:
             self._dropped["queue_full"].inc(len(rows))
-        else:
-            self._wake.set()
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="shadow", daemon=True).start()
@@ -93,8 +95,7 @@ class ShadowLane:
         with contextlib.suppress(OSError, AttributeError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICENESS)
         while True:
-            self._wake.wait()
-            self._wake.clear()
+            time.sleep(DRAIN_INTERVAL_S)
             self.drain()
 
     def drain(self) -> int:
