@@ -17,28 +17,20 @@ ROOT = Path(__file__).resolve().parent.parent
 # Room → the rooms it may import. The request path runs downward: the HTTP edge → the request
 # forms → monitoring → the bulk lane; all of them score through the core, which reads the
 # stored model's files and knows nothing of HTTP.
+_BELOW_THE_EDGE = {
+    "scoring.serving.shadow",
+    "scoring.serving.edge.settings",
+    "scoring.serving.forms",
+    "scoring.serving.monitoring",
+    "scoring.serving.batching",
+    "scoring.bentoml_patches",
+    "scoring.core",
+    "scoring.stored_model",
+}
 ALLOWED: dict[str, set[str]] = {
-    "service": {
-        "scoring.serving.edge",
-        "scoring.serving.shadow",
-        "scoring.serving.edge.settings",
-        "scoring.serving.forms",
-        "scoring.serving.monitoring",
-        "scoring.serving.batching",
-        "scoring.bentoml_patches",
-        "scoring.core",
-        "scoring.stored_model",
-    },
-    "scoring.serving.edge": {
-        "scoring.serving.shadow",
-        "scoring.serving.edge.settings",
-        "scoring.serving.forms",
-        "scoring.serving.monitoring",
-        "scoring.serving.batching",
-        "scoring.bentoml_patches",
-        "scoring.core",
-        "scoring.stored_model",
-    },
+    # The service is the edge's only caller: it may import all the edge may, and the edge.
+    "service": {"scoring.serving.edge", *_BELOW_THE_EDGE},
+    "scoring.serving.edge": _BELOW_THE_EDGE,
     "scoring.serving.forms": {"scoring.bentoml_patches", "scoring.core", "scoring.stored_model"},
     "scoring.serving.monitoring": {
         "scoring.serving.batching",

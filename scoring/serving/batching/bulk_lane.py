@@ -33,12 +33,18 @@ R = TypeVar("R")
 _lane_thread_id: int | None = None  # the lane thread's kernel id, once it has started
 
 
+def lower_this_threads_priority() -> None:
+    """Background work (the bulk lane, drift draining, the shadow lane): when both cores are
+    busy, the kernel gives them to the event loops first. Not Linux, or not permitted: the
+    thread just runs at normal priority."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICENESS)
+
+
 def _lower_priority() -> None:
     global _lane_thread_id
     _lane_thread_id = threading.get_native_id()
-    # Not Linux, or not permitted: still one thread, just at normal priority.
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, _lane_thread_id, BULK_NICENESS)
+    lower_this_threads_priority()
 
 
 _LANE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk", initializer=_lower_priority)

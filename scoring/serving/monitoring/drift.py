@@ -13,7 +13,6 @@ lands in the `missing` bin; credit_unseen_categories_total counts it by feature.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -32,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from scoring.serving.batching.bulk_lane import BULK_NICENESS
+from scoring.serving.batching.bulk_lane import lower_this_threads_priority
 from scoring.serving.monitoring import metrics
 from scoring.stored_model.drift_reference import (
     DRIFT_REFERENCE_FILE,
@@ -137,9 +136,7 @@ class DriftMonitor:
         threading.Thread(target=self._run, name="drift-monitor", daemon=True).start()
 
     def _run(self) -> None:
-        # Background work, like the bulk lane: when both cores are busy, requests come first.
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICENESS)
+        lower_this_threads_priority()
         while True:
             time.sleep(DRAIN_INTERVAL_S)
             try:

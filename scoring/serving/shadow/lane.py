@@ -12,9 +12,7 @@ naming the error's type, never a value."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -25,7 +23,7 @@ import numpy as np
 
 from scoring.core.contract_map import RowMap
 from scoring.core.scorer import Scorer
-from scoring.serving.batching.bulk_lane import BULK_NICENESS
+from scoring.serving.batching.bulk_lane import lower_this_threads_priority
 from scoring.serving.shadow import metrics
 
 log = logging.getLogger(__name__)
@@ -91,9 +89,7 @@ class ShadowLane:
         threading.Thread(target=self._run, name="shadow", daemon=True).start()
 
     def _run(self) -> None:
-        # Background work, like the bulk lane: when both cores are busy, requests come first.
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICENESS)
+        lower_this_threads_priority()
         while True:
             time.sleep(DRAIN_INTERVAL_S)
             self.drain()
