@@ -212,6 +212,7 @@ class CreditScoring:
             threshold,
             SETTINGS.reason_count,
             SETTINGS.shadow_max_pending_rows,
+            SETTINGS.shadow_cpu_share,
             score_edges=edges,
         )
         lane.start()

@@ -53,6 +53,7 @@ from loadtest.tables import (
     Ceiling,
     render,
 )
+from loadtest.timeline import paced_timeline
 from loadtest.wrk import BATCH_CLIENTS, BATCH_ROWS, BUILD, Measurement, write_bodies, wrk
 from scoring.serving.edge.arrow_route import PATH as ARROW_PATH
 from scoring.serving.forms.arrow_stream import ARROW_STREAM
@@ -426,6 +427,7 @@ def main() -> int:
     results: list[Measurement] = []
     memory: dict[str, ServerMemory] = {}
     overload_report = ""
+    timelines: list[dict[str, Any]] = []
     for name, start in servers(env, model_file, tags, work).items():
         if name in args.skip or (args.only and name not in args.only):
             continue
@@ -471,6 +473,10 @@ def main() -> int:
                 for measurement in mixed_load(name, url, one, bulk, args.duration):
                     results.append(measurement)
                     print(f"   {measurement}", flush=True)
+                for form in ("records", "Arrow form"):
+                    timelines.append(paced_timeline(url, one, *bulk[form], form=form))
+                    worst = max(p["p99_ms"] for p in timelines[-1]["points"])
+                    print(f"   paced over time, {form} bulk: worst second p99 {worst:.1f} ms")
                 overload_report = overload(url, one, args.duration)
                 print(f"   overload: {overload_report}", flush=True)
                 # Last: TreeSHAP on 500 rejected rows keeps the bulk lanes busy for seconds
@@ -492,6 +498,7 @@ def main() -> int:
         "in_process_rows_per_s": max(c.rows_per_s for c in ceilings),
         "in_process_rows_per_s_measured": [asdict(c) for c in ceilings],
         "overload": overload_report,
+        "timeline": timelines,
     }
     if args.only:
         partial = ROOT / "loadtest" / "reports" / "bench-partial.json"

@@ -158,7 +158,10 @@ def plots(data: dict[str, Any], out: Path) -> list[tuple[str, str]]:
     save(figure, "latency.png", "p50 and p99 latency of single rows at 32 clients")
 
     paced = [r for r in results if r.server == SERVICE and r.load.startswith(PACED_PREFIX)]
-    if paced:
+    if data.get("timeline"):
+        figure = timeline_figure(plt, data["timeline"])
+        save(figure, "mixed.png", "Paced single-row latency over time, bulk traffic off, on, off")
+    elif paced:  # a run from before the timeline was recorded: its medians, as bars
         figure, axis = plt.subplots(figsize=(8, 4))
         labels = [r.load.split("), ", 1)[1] for r in paced]
         axis.bar(labels, [r.p99_ms for r in paced], label="p99", color="tab:orange")
@@ -189,6 +192,26 @@ def plots(data: dict[str, Any], out: Path) -> list[tuple[str, str]]:
         axis.legend(fontsize=7)
         save(figure, "bulk.png", "Bulk rows/s for each form against the in-process ceiling")
     return made
+
+
+def timeline_figure(plt: Any, timelines: list[dict[str, Any]]) -> Any:
+    """One panel per bulk form: each second's p50 and p99 of the paced singles, the bulk's
+    window shaded, the bar's 25 ms dashed."""
+    figure, axes = plt.subplots(
+        len(timelines), 1, figsize=(8, 2.6 * len(timelines)), sharex=True, squeeze=False
+    )
+    for axis, run in zip(axes[:, 0], timelines, strict=True):
+        seconds = [p["t_s"] for p in run["points"]]
+        axis.plot(seconds, [p["p99_ms"] for p in run["points"]], color="tab:orange", label="p99")
+        axis.plot(seconds, [p["p50_ms"] for p in run["points"]], color="tab:blue", label="p50")
+        if len(run["bulk_s"]) == 2:
+            axis.axvspan(*run["bulk_s"], color="grey", alpha=0.2, label=f"{run['form']} bulk on")
+        axis.axhline(25, color="grey", linestyle="--", linewidth=0.8, label="bar: p99 ≤ 25 ms")
+        axis.set(ylabel="ms", ylim=(0, None))
+        axis.set_title(f"Paced single rows, each second; {run['form']} bulk in the middle")
+        axis.legend(fontsize=7, loc="upper right")
+    axes[-1, 0].set(xlabel="seconds from the run's start")
+    return figure
 
 
 def report_markdown(data: dict[str, Any], made: list[tuple[str, str]]) -> str:

@@ -6,6 +6,9 @@ import csv
 import os
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -191,3 +194,42 @@ def test_mixed_load_figures_are_the_median_round_paced_and_bulk_together(monkeyp
     )
     assert (paced, bulk) == ({"p99_ms": 9.0}, {"rows_per_s": 88.0})
     assert durations == [9.0] * 6  # each round as long as the paced run alone
+
+
+def test_the_timeline_slices_the_paced_run_by_second_and_records_the_bulks_window(monkeypatch):
+    """The slicing only (wrk stands in, a paced slice answering slower while the bulk runs):
+    one paced wrk run per second, each second's figures kept in order, and the bulk's own start
+    and end as they happened."""
+    from loadtest import timeline
+
+    bulk_running = threading.Event()
+    calls = []
+
+    def fake_wrk(url, bodies, clients, duration, rows, content_type="", delay_ms=0):
+        calls.append((url, duration, rows))
+        if rows == timeline.load.BATCH_ROWS:
+            bulk_running.set()
+            time.sleep(duration)
+            bulk_running.clear()
+            return {"rows_per_s": 1.0}
+        time.sleep(duration)
+        slow = bulk_running.is_set()
+        return {"p50_ms": 2.0, "p99_ms": 30.0 if slow else 5.0, "requests_per_s": 100.0,
+                "errors": 0}  # fmt: skip
+
+    monkeypatch.setattr(timeline.load, "wrk", fake_wrk)
+    # Six slices of 0.2 s; the bulk from 0.3 s to 0.9 s, so the first and last see none.
+    monkeypatch.setattr(timeline, "SECONDS", 1.2)
+    monkeypatch.setattr(timeline, "SLICE_S", 0.2)
+    monkeypatch.setattr(timeline, "BULK_FROM_S", 0.3)
+    monkeypatch.setattr(timeline, "BULK_TO_S", 0.9)
+    run = timeline.paced_timeline("http://p", Path("one"), "http://b", Path("b"), "", "records")
+    assert run["form"] == "records"
+    bulk_calls = [c for c in calls if c[0] == "http://b"]
+    assert bulk_calls == [("http://b", pytest.approx(0.6), timeline.load.BATCH_ROWS)]
+    assert len(run["points"]) == 6
+    on, off = run["bulk_s"]
+    assert 0.3 <= on < off
+    times = [p["t_s"] for p in run["points"]]
+    assert times == sorted(times)
+    assert {p["p99_ms"] for p in run["points"]} == {5.0, 30.0}  # a slice saw the bulk, one not

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import copy
 
+import matplotlib
 import pytest
+
+matplotlib.use("Agg")  # no screen: files only
+import matplotlib.pyplot as plt
 
 from loadtest import report
 
@@ -47,3 +51,22 @@ def test_the_report_lists_every_measurement_and_embeds_its_plots(tmp_path):
 def test_a_readme_without_the_figures_block_is_refused():
     with pytest.raises(ValueError, match="figures:start"):
         report.with_readme_table("no block here", "table")
+
+
+def test_a_run_with_a_timeline_plots_latency_over_time_with_the_bulk_window(tmp_path):
+    data = report.load()
+    points = [
+        {"t_s": t + 0.05, "p50_ms": 2.0, "p99_ms": 30.0 if 10 <= t < 20 else 5.0,
+         "requests_per_s": 150.0, "errors": 0}
+        for t in range(30)
+    ]  # fmt: skip
+    data["timeline"] = [{"form": "records", "bulk_s": [10.0, 20.1], "points": points}]
+    figure = report.timeline_figure(plt, data["timeline"])
+    axis = figure.axes[0]
+    p99 = next(line for line in axis.get_lines() if line.get_label() == "p99")
+    assert list(p99.get_ydata()) == [p["p99_ms"] for p in points]
+    window = next(patch for patch in axis.patches if patch.get_label() == "records bulk on")
+    assert window.get_x() == 10.0
+    assert round(window.get_width(), 2) == 10.1
+    made = report.plots(data, tmp_path)
+    assert ("mixed.png", "Paced single-row latency over time, bulk traffic off, on, off") in made

@@ -12,7 +12,9 @@ from prometheus_client import REGISTRY
 from scoring.core.contract import FeatureSpec
 from scoring.core.contract_map import ContractMismatch, row_map
 from scoring.serving.edge.challenger import load_challenger
+from scoring.serving.shadow.budget import CpuBudget
 from scoring.serving.shadow.lane import ShadowLane
+from scoring.serving.shadow.metrics import DECISION_PAIRS
 from tests.service_helpers import code_matrix
 
 CHAMPION = FeatureSpec(
@@ -152,3 +154,38 @@ def test_a_slow_challenger_fills_its_queue_and_further_rows_are_dropped_not_wait
     dropped = {"challenger": "slow:1", "reason": "queue_full"}
     assert counter("credit_shadow_rows_dropped_total", **dropped) == 40
     slow.go.set()
+
+
+def test_the_budget_pays_for_rows_at_their_measured_cost_and_refills_at_its_share():
+    budget = CpuBudget(share=0.5, burst_s=1.0)
+    assert budget.affordable(10_000) == 10_000  # no cost seen yet: the first drain is bounded
+    budget.charge(0.9, 100)  # 9 ms a row; 0.1 s left
+    assert budget.affordable(10_000) == 11
+    budget.charge(0.5, 50)  # into debt: nothing until it is paid back
+    assert budget.affordable(10_000) == 0
+    with pytest.raises(ValueError, match="share"):
+        CpuBudget(share=0)
+
+
+def test_past_its_budget_the_lane_scores_a_sample_and_counts_the_rest_as_over_budget(
+    lane_parts, production_model, demo_rows
+):
+    challenger, mapping = lane_parts
+    budget = CpuBudget(share=1e-9, burst_s=1.0)  # refills nothing during the test
+    budget.charge(0.9, 100)  # the cost seen so far pays for 11 more rows
+    lane = ShadowLane("champion:test-budget", 0.5, challenger, mapping, budget=budget)
+    rows = code_matrix(production_model, demo_rows[:200])
+    lane.offer(rows, np.linspace(0.0, 1.0, 200))
+    assert lane.drain() == 11
+    over = {"challenger": challenger.tag, "reason": "over_budget"}
+    assert counter("credit_shadow_rows_dropped_total", **over) == 189
+    pairs = sum(
+        counter(
+            "credit_shadow_decisions_total",
+            champion="champion:test-budget",
+            challenger=challenger.tag,
+            pair=pair,
+        )
+        for pair in DECISION_PAIRS
+    )
+    assert pairs == 11

@@ -1,6 +1,7 @@
 """The shadow rules (env/k8s/prometheus-rule.yaml, credit-scoring-shadow.*) under promtool: on
 series shaped like two workers' shadow counters they compute the flip rate, the PSI between
-the champion's and the challenger's scores as our own psi() does, the dropped share, and fire
+the champion's and the challenger's scores as our own psi() does, the dropped share (faults
+only) and the coverage, and fire
 the two shadow alerts."""
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ CHAMPION, CHALLENGER = "credit_scoring:a1", "credit_scoring_challenger:b2"
 PAIRS = dict(zip(DECISION_PAIRS, (200, 20, 10, 70), strict=True))
 SCORES = {"champion": (120, 90, 60, 30), "challenger": (100, 80, 70, 50)}
 DROPPED_PER_MINUTE = 50  # against 300 scored: a share of 50/350
+# Past the lane's CPU share, rows are sampled, not lost to a fault: in the coverage only.
+OVER_BUDGET_PER_MINUTE = 100
 
 
 def counter(per_minute: int, worker: int) -> str:
@@ -47,13 +50,17 @@ def input_series() -> list[dict[str, str]]:
                         "values": counter(rows, w),
                     }
                 )
-        labels = f'challenger="{CHALLENGER}",reason="queue_full",instance="{instance}"'
-        series.append(
-            {
-                "series": f"credit_shadow_rows_dropped_total{{{labels}}}",
-                "values": counter(DROPPED_PER_MINUTE, w),
-            }
-        )
+        for reason, rows in (
+            ("queue_full", DROPPED_PER_MINUTE),
+            ("over_budget", OVER_BUDGET_PER_MINUTE),
+        ):
+            labels = f'challenger="{CHALLENGER}",reason="{reason}",instance="{instance}"'
+            series.append(
+                {
+                    "series": f"credit_shadow_rows_dropped_total{{{labels}}}",
+                    "values": counter(rows, w),
+                }
+            )
     return series
 
 
@@ -75,7 +82,8 @@ def test_the_shadow_rules_compute_the_comparison_and_fire_its_alerts(tmp_path):
     flip = (PAIRS["approve/reject"] + PAIRS["reject/approve"]) / scored
     champion, challenger = ([c / sum(counts) for c in counts] for counts in SCORES.values())
     score_psi = psi(champion, challenger)
-    dropped = DROPPED_PER_MINUTE / (DROPPED_PER_MINUTE + scored)
+    offered = DROPPED_PER_MINUTE + OVER_BUDGET_PER_MINUTE + scored
+    dropped, coverage = DROPPED_PER_MINUTE / offered, scored / offered
     models = {"champion": CHAMPION, "challenger": CHALLENGER}
     micro = 1_000_000
     tests = {
@@ -105,6 +113,11 @@ def test_the_shadow_rules_compute_the_comparison_and_fire_its_alerts(tmp_path):
                         "expr": f"round(credit:shadow_dropped_share:5m * {micro})",
                         "eval_time": EVAL,
                         "exp_samples": [{"labels": "{}", "value": round(dropped * micro)}],
+                    },
+                    {
+                        "expr": f"round(credit:shadow_coverage:5m * {micro})",
+                        "eval_time": EVAL,
+                        "exp_samples": [{"labels": "{}", "value": round(coverage * micro)}],
                     },
                 ],
                 "alert_rule_test": [

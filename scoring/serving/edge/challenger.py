@@ -19,6 +19,7 @@ from scoring.core.model import ModelCannotServe, ServedModel
 from scoring.core.reasons import ReasonTableUnusable, load_plan
 from scoring.core.scorer import Scorer
 from scoring.serving.forms.records import application_model
+from scoring.serving.shadow.budget import CpuBudget
 from scoring.serving.shadow.lane import EVEN_EDGES, ShadowLane
 
 
@@ -75,6 +76,7 @@ def shadow_lane(
     champion_threshold: float,
     reason_count: int,
     max_pending_rows: int,
+    cpu_share: float,
     score_edges: Sequence[float] = EVEN_EDGES,
 ) -> ShadowLane:
     challenger, mapping = checked_challenger(tag, champion_spec, reason_count)
@@ -85,4 +87,5 @@ def shadow_lane(
         mapping,
         score_edges=score_edges,
         max_pending_rows=max_pending_rows,
+        budget=CpuBudget(cpu_share),
     )

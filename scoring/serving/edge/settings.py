@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     shadow_max_pending_rows: int = Field(20_000, ge=1)
     """Rows waiting for the challenger, per worker; past it, offered rows are counted as
     dropped instead of queued (the champion's answer never waits)."""
+    shadow_cpu_share: float = Field(0.1, gt=0, le=1)
+    """CPU the challenger may take, per worker, as a share of one core (0.1 = 10%); past it,
+    the lane scores a uniform sample of the rows and counts the rest as dropped `over_budget`
+    (docs/challenger.md). At low traffic every row is scored."""
     threshold: float | None = Field(None, gt=0, lt=1)
     """Decision threshold override, in (0, 1); unset = the model's `threshold` label."""
     lgbm_threads: int = Field(0, ge=0)

@@ -8,7 +8,8 @@ thread takes everything queued
 at once, maps it to the challenger's columns, scores it on one LightGBM thread (the compiled
 forest when the challenger has one) and counts the decision pairs and both score
 distributions. A challenger that raises loses only its own rows, counted, with one log line
-naming the error's type, never a value."""
+naming the error's type, never a value. The lane spends at most a share of one core
+(budget.py): past it, it scores a uniform sample of the queued rows and counts the rest."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from scoring.core.contract_map import RowMap
 from scoring.core.scorer import Scorer
 from scoring.serving.batching.bulk_lane import lower_this_threads_priority
 from scoring.serving.shadow import metrics
+from scoring.serving.shadow.budget import CpuBudget
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +49,15 @@ class ShadowLane:
         row_map: RowMap,
         score_edges: Sequence[float] = EVEN_EDGES,
         max_pending_rows: int = 20_000,
+        budget: CpuBudget | None = None,
     ) -> None:
         self.champion_tag, self.champion_threshold = champion_tag, champion_threshold
         self.challenger, self.row_map = challenger, row_map
         self.edges = np.asarray(score_edges, dtype=np.float64)
         self.max_pending_rows = max_pending_rows
+        # No budget given: a whole core, which the nice'd thread never gets under load.
+        self.budget = budget or CpuBudget(1.0)
+        self._sample = np.random.default_rng()
         self._pending: deque[tuple[np.ndarray, np.ndarray]] = deque()
         self._pending_rows = 0
         self._lock = threading.Lock()
@@ -69,7 +75,7 @@ class ShadowLane:
         }
         self._dropped = {
             reason: metrics.SHADOW_DROPPED.labels(challenger=tag, reason=reason)
-            for reason in ("queue_full", "challenger_error")
+            for reason in ("queue_full", "challenger_error", "over_budget")
         }
         self._latency = metrics.SHADOW_LATENCY.labels(challenger=tag)
 
@@ -95,20 +101,30 @@ class ShadowLane:
             self.drain()
 
     def drain(self) -> int:
-        """Score and compare everything queued; the rows scored."""
+        """Score and compare what is queued, within the CPU budget; the rows scored."""
         with self._lock:
             blocks = list(self._pending)
             self._pending.clear()
             self._pending_rows = 0
         if not blocks:
             return 0
+        cpu_started = time.thread_time()
         rows = np.concatenate([b[0] for b in blocks]) if len(blocks) > 1 else blocks[0][0]
         champion = np.concatenate([b[1] for b in blocks]) if len(blocks) > 1 else blocks[0][1]
+        affordable = self.budget.affordable(len(rows))
+        if affordable < len(rows):
+            self._dropped["over_budget"].inc(len(rows) - affordable)
+            if affordable == 0:
+                return 0
+            # A uniform sample keeps the pair rates and the score PSI unbiased estimates.
+            keep = np.sort(self._sample.choice(len(rows), affordable, replace=False))
+            rows, champion = rows[keep], champion[keep]
         started = time.perf_counter()
         try:
             challenger = self.challenger.probabilities(self.row_map.rows(rows), threads=1)
             challenger_rejected = self.challenger.rejected(challenger)
         except Exception as error:  # the challenger's fault costs its own rows, nothing else
+            self.budget.charge(time.thread_time() - cpu_started, 0)
             self._dropped["challenger_error"].inc(len(rows))
             self._log_failure(error, len(rows))
             return 0
@@ -128,6 +144,7 @@ class ShadowLane:
             for counter, count in zip(self._bins[role], counts.tolist(), strict=True):
                 if count:
                     counter.inc(count)
+        self.budget.charge(time.thread_time() - cpu_started, len(rows))
         return len(rows)
 
     def _log_failure(self, error: Exception, rows: int) -> None:
@@ -156,4 +173,5 @@ class ShadowLane:
             "predictor": self.challenger.model.predictor,
             "features": len(self.challenger.spec.names),
             "max_pending_rows": self.max_pending_rows,
+            "cpu_share": self.budget.share,
         }
