@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.processes import ROOT
+from loadtest.tables import WITH_CHALLENGER
 from loadtest.wrk import BATCH_CLIENTS, BATCH_ROWS, Measurement
 
 REPORTS = ROOT / "loadtest" / "reports"
@@ -90,6 +91,14 @@ def headline(data: dict[str, Any]) -> list[tuple[str, str, str]]:
                 (f"paced single rows while {form} bulk streams: rate, p99",
                  f"{mixed.requests_per_s / alone.requests_per_s:.2f}×, {mixed.p99_ms:.1f} ms",
                  "≥ 0.9, ≤ 25 ms")
+            )  # fmt: skip
+    for load in (SINGLE, f"{BATCH_ROWS} rows x {BATCH_CLIENTS} clients, Arrow form"):
+        alone, shadowed = find(SERVICE, load), find(WITH_CHALLENGER, load)
+        if alone and shadowed and alone.rows_per_s:
+            rows.append(
+                (f"with a challenger in shadow, {load}: rows/s ratio, p99 difference",
+                 f"{shadowed.rows_per_s / alone.rows_per_s:.2f}×, "
+                 f"{shadowed.p99_ms - alone.p99_ms:+.1f} ms", "≥ 0.85, ≤ +5 ms")
             )  # fmt: skip
     return rows
 

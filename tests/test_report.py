@@ -70,3 +70,23 @@ def test_a_run_with_a_timeline_plots_latency_over_time_with_the_bulk_window(tmp_
     assert round(window.get_width(), 2) == 10.1
     made = report.plots(data, tmp_path)
     assert ("mixed.png", "Paced single-row latency over time, bulk traffic off, on, off") in made
+
+
+def test_a_run_with_a_challenger_states_its_cost_against_the_service_alone():
+    data = copy.deepcopy(report.load())
+    alone = next(
+        r for r in data["results"]
+        if r["server"] == report.SERVICE and r["load"] == report.SINGLE
+    )  # fmt: skip
+    data["results"].append(
+        {**alone, "server": report.WITH_CHALLENGER, "requests_per_s": alone["requests_per_s"] * 0.9,
+         "rows_per_s": alone["rows_per_s"] * 0.9, "p99_ms": alone["p99_ms"] + 2.0}
+    )  # fmt: skip
+    cost = [row for row in report.headline(data) if "challenger" in row[0]]
+    assert cost == [
+        (
+            "with a challenger in shadow, 1 row x 32 clients: rows/s ratio, p99 difference",
+            "0.90×, +2.0 ms",
+            "≥ 0.85, ≤ +5 ms",
+        )
+    ]
