@@ -1,7 +1,9 @@
 """The portfolio job against its peers, one command, one run, on a generated portfolio and the
 full-size demo model (189 features, 968 trees, built once as loadtest/bench.py builds it):
 
-- this job (`python -m scoring.portfolio`'s code path) on `local[2]`;
+- this job (`python -m scoring.portfolio`'s code path) on `local[2]`, as it reads Parquet by
+  default (the direct path: pyarrow in each task), and through Spark's DataFrame reader and
+  mapInArrow (`portfolio_dataframe`, `--reader spark`);
 - `mlflow.pyfunc.spark_udf` on the same model (its MLflow run's pyfunc) and the same Parquet;
 - BentoML's `run_in_spark`, when it can run against this service (it says why not);
 - the compiled forest in-process on 2 threads (loadtest/bench.py's ceiling).
@@ -119,12 +121,14 @@ def _session(app: str):
     return spark, time.perf_counter() - started
 
 
-def variant_portfolio(args: argparse.Namespace) -> dict[str, Any]:
+def variant_portfolio(args: argparse.Namespace, reader: str | None = None) -> dict[str, Any]:
+    """The job as it runs by default: on Parquet, the direct path (pyarrow in each task)."""
     from scoring.portfolio.job import Options, run
 
     spark, startup = _session("bench-portfolio")
     out = Path(args.work) / "portfolio-out"
-    summary = run(spark, Options(args.input, str(out), args.model, (ID,), overwrite=True))
+    options = Options(args.input, str(out), args.model, (ID,), overwrite=True, reader=reader)
+    summary = run(spark, options)
     rows = summary.scored + summary.quarantined
     return {
         "rows": rows,
@@ -132,7 +136,13 @@ def variant_portfolio(args: argparse.Namespace) -> dict[str, Any]:
         "startup_s": startup,
         "predictor": list(summary.predictors),
         "quarantined": summary.quarantined,
+        "reader": summary.note or "pyarrow in each task (direct Parquet path)",
     }
+
+
+def variant_portfolio_dataframe(args: argparse.Namespace) -> dict[str, Any]:
+    """The same job through Spark's DataFrame reader and mapInArrow (`--reader spark`)."""
+    return variant_portfolio(args, reader="spark")
 
 
 class CategoriesRestored:
@@ -239,6 +249,7 @@ def run_in_spark_status() -> str:
 
 VARIANTS = {
     "portfolio": variant_portfolio,
+    "portfolio_dataframe": variant_portfolio_dataframe,
     "spark_udf": variant_spark_udf,
     "ceiling": variant_ceiling,
 }
@@ -359,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     shared += ["--features", json.dumps(model["features"]), "--work", work]
     results: dict[str, Any] = {}
     try:
-        for name in args.only or ["ceiling", "portfolio", "spark_udf"]:
+        for name in args.only or ["ceiling", "portfolio", "portfolio_dataframe", "spark_udf"]:
             print(f"portfolio_bench: {name} ...", file=sys.stderr, flush=True)
             results[name] = child(name, shared, env)
     finally:
@@ -390,6 +401,10 @@ def report_of(args: argparse.Namespace, model: dict, results: dict[str, Any]) ->
     if job and rate.get("spark_udf"):
         summary["job_vs_spark_udf"] = round(job / rate["spark_udf"], 2)
         summary["target_vs_spark_udf"] = TARGET_SPARK_UDF
+    if rate.get("portfolio_dataframe") and rate.get("ceiling"):
+        summary["dataframe_path_vs_ceiling"] = round(
+            rate["portfolio_dataframe"] / rate["ceiling"], 3
+        )
     summary["run_in_spark"] = results["run_in_spark"]["status"]
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

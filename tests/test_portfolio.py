@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -219,3 +220,58 @@ def test_a_csv_portfolio_scores_as_the_parquet_one_and_quarantines_a_line_that_d
     quarantine = pd.read_parquet(out / "_quarantine")
     assert quarantine[ID].tolist() == [frame.loc[5, ID]]
     assert quarantine["error"].iloc[0].startswith("the line does not parse: ")
+
+
+def test_the_direct_parquet_path_writes_what_the_dataframe_path_writes(
+    spark, portfolio, scored, tmp_path
+):
+    """The module's run read the Parquet directly (pyarrow in each task); Spark's DataFrame
+    reader and mapInArrow on the same input give the same columns, types, rows and quarantine."""
+    out = tmp_path / "out"
+    args = ["--input", str(portfolio["path"]), "--output", str(out), "--id-column", ID]
+    import service
+
+    args += ["--reasons", str(service.SETTINGS.reason_count), "--reader", "spark"]
+    capture = io.StringIO()
+    with contextlib.redirect_stdout(capture):
+        assert cli.main(args, spark=spark) == 0
+    assert capture.getvalue().strip().endswith("(--reader spark)")
+    assert "read by Spark" not in scored["stdout"]  # the module's run took the direct path
+    for folder in ("", "_quarantine"):
+        direct = pq.read_table(scored["out"] / folder).sort_by(ID)
+        through_spark = pq.read_table(out / folder).sort_by(ID)
+        assert direct.schema.equals(through_spark.schema, check_metadata=False)
+        assert direct.to_pylist() == through_spark.to_pylist()
+        assert (scored["out"] / folder / "_SUCCESS").exists()
+
+
+def test_a_retried_split_replaces_its_first_attempts_files_instead_of_adding_rows(
+    spark, portfolio, tmp_path
+):
+    from scoring.portfolio import direct
+    from scoring.portfolio.job import Options, plan_job
+    from scoring.portfolio.output import Target
+    from scoring.serving.edge.settings import Settings
+
+    target = Target(spark, str(tmp_path / "out"))
+    options = Options(str(portfolio["path"]), str(tmp_path / "out"), ids=(ID,))
+    planned = plan_job(spark, options, Settings.from_env(), target)
+    assert planned.direct is not None
+    (split,) = planned.direct.splits
+    plan, reading, staging = planned.plan, planned.reading, planned.staging
+
+    def two_attempts(split):  # the first attempt's files are written, then the retry runs
+        return [direct.score_split(split, plan, reading, staging, f"attempt-{n}") for n in (0, 1)]
+
+    staging.filesystem.create_dir(staging.quarantine, recursive=True)
+    crashed = staging.temporary("attempt-9")  # an attempt that died mid-write
+    staging.filesystem.create_dir(crashed, recursive=True)
+    (Path(crashed) / "part-00000.parquet").write_bytes(b"PAR")  # a local staging folder
+    results = spark.sparkContext.parallelize([split], 1).map(two_attempts).collect()[0]
+    assert [(r.scored, r.quarantined) for r in results] == [(200, 3), (200, 3)]
+    direct.finish(staging, plan, 200, 3)
+    target.commit(False)
+    output = pq.read_table(tmp_path / "out")
+    quarantine = pq.read_table(tmp_path / "out" / "_quarantine")
+    assert sorted(output[ID].to_pylist() + quarantine[ID].to_pylist()) == portfolio["ids"]
+    assert not (tmp_path / "out" / "_temporary").exists()

@@ -31,6 +31,7 @@ def test_the_bench_measures_the_job_and_the_ceiling_with_their_memory(
     assert "error" not in job, job
     assert job["rows"] == len(demo_rows)
     assert job["rows_per_s"] > 0
+    assert job["reader"].startswith("pyarrow in each task")
     assert job["peak_mb"]["jvm_mb"] > 100
     assert job["peak_mb"]["python_workers_mb"] > 50
     ceiling = portfolio_bench.child("ceiling", args, env)

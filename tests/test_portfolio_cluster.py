@@ -41,6 +41,7 @@ def test_the_job_on_a_standalone_cluster_answers_as_the_service(demo_rows, clien
     (line,) = job.stdout.strip().splitlines()
     assert line.startswith("portfolio: scored 120 rows, quarantined 1, in ")
     assert f"run_id {version['run_id']}, predictor {version['predictor']}" in line
+    assert line.endswith(version["predictor"])  # no "; read by Spark's ...": the direct path
     assert "[Stage " in job.stderr  # Spark's console progress bar
     assert "Traceback" not in job.stderr
     output = pq.read_table(out).sort_by(ID).to_pylist()

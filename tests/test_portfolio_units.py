@@ -91,3 +91,50 @@ def test_the_closing_line_says_when_an_executor_fell_back_to_the_booster():
     assert line.startswith("portfolio: scored 90 rows, quarantined 10, in 2.0 s (50 rows/s)")
     assert "model credit_scoring:v1, run_id abc" in line
     assert line.endswith("(an executor could not use the compiled forest)")
+
+
+def test_the_direct_path_cuts_row_groups_into_bounded_splits_and_types_columns_as_spark(
+    tmp_path, monkeypatch
+):
+    import pyarrow.parquet as pq
+    from pyspark.sql import types as spark_types
+
+    from scoring.portfolio import parquet_input
+
+    table = pa.table(
+        {"id": pa.array(range(10), pa.int64()), "JOB": pa.array(["a"] * 10).dictionary_encode()}
+    )
+    pq.write_table(table, tmp_path / "part-0.parquet", row_group_size=3)  # groups 3, 3, 3, 1
+    (tmp_path / "_SUCCESS").write_text("")  # skipped, as Spark skips it
+    monkeypatch.setattr(parquet_input, "SPLIT_ROWS", 6)
+    opened = parquet_input.open_parquet(str(tmp_path), {"id", "JOB"})
+    assert [(s.index, s.row_groups, s.rows) for s in opened.splits] == [
+        (0, (0, 1), 6),
+        (1, (2, 3), 4),
+    ]
+    assert opened.schema["JOB"].dataType == spark_types.StringType()  # dictionary text is text
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (lambda d: (d / "k=1").mkdir(), "sub-folders"),
+        (lambda d: pq_write(d / "part-1.parquet", pa.array([1.5])), "columns differ"),
+        (lambda d: pq_write(d / "part-1.parquet", pa.array([1], pa.uint8())), "its own type"),
+    ],
+)
+def test_the_direct_path_leaves_to_spark_what_it_cannot_read_as_spark_does(tmp_path, make, why):
+    from scoring.portfolio.parquet_input import NotDirect, open_parquet
+
+    pq_write(tmp_path / "part-0.parquet", pa.array([1], pa.int64()))
+    make(tmp_path)
+    with pytest.raises(NotDirect, match=why):
+        open_parquet(str(tmp_path), {"id"})
+    with pytest.raises(NotDirect, match="pyarrow cannot open"):
+        open_parquet("s3a://bucket/book", {"id"})
+
+
+def pq_write(path, ids: pa.Array) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": ids}), path)

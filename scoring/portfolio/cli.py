@@ -46,6 +46,14 @@ def parser() -> argparse.ArgumentParser:
     )
     parse.add_argument("--format", choices=["parquet", "csv"], help="default: from the name")
     parse.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parse.add_argument(
+        "--reader",
+        choices=["auto", "spark"],
+        default="auto",
+        help="Parquet: auto = each task reads its row groups with pyarrow where pyarrow can "
+        "open the input and output (else Spark's reader, said in the closing line); spark = "
+        "always Spark's DataFrame reader and mapInArrow",
+    )
     return parse
 
 
@@ -58,6 +66,7 @@ def options_from(args: argparse.Namespace) -> Options:
         reasons=args.reasons,
         overwrite=args.overwrite,
         input_format=args.format,
+        reader=None if args.reader == "auto" else args.reader,
     )
 
 

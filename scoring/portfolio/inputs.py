@@ -63,20 +63,24 @@ def read_input(spark: SparkSession, path: str, kind: str, spec: FeatureSpec) -> 
     )
 
 
-def feature_columns(frame: DataFrame, spec: FeatureSpec, ids: tuple[str, ...]) -> tuple[str, ...]:
+def feature_columns(
+    schema: spark_types.StructType, spec: FeatureSpec, ids: tuple[str, ...]
+) -> tuple[str, ...]:
     """The model's features as the input orders them, checked as the service checks a body's
-    columns and types; other columns (a lake table's) are ignored, the id columns required."""
-    columns = frame.columns
+    columns and types; other columns (a lake table's) are ignored, the id columns required.
+    `schema`: the input as Spark types it (a DataFrame's, or the direct path's Parquet schema
+    through the same mapping), so both read paths refuse with the same words."""
+    columns = schema.names
     missing_ids = [name for name in ids if name not in columns]
     if missing_ids:
         raise InputRefused(f"missing id column(s): {named(missing_ids)}")
     features = tuple(name for name in columns if name in spec.names)
     try:
-        schema = to_arrow_schema(spark_types.StructType([frame.schema[name] for name in features]))
+        arrow = to_arrow_schema(spark_types.StructType([schema[name] for name in features]))
     except (TypeError, ValueError) as error:  # a Spark type Arrow cannot carry
         raise InputRefused(str(error).splitlines()[0][:200]) from None
     try:
-        layout_for(schema, spec)
+        layout_for(arrow, spec)
     except ArrowBodyError as error:
         raise InputRefused(str(error)) from None
     return features

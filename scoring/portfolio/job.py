@@ -22,6 +22,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from scoring.core.contract import FeatureSpec
 from scoring.portfolio import shipping
 from scoring.portfolio.accumulators import NamesParam
+from scoring.portfolio.direct import Reading, Staging, finish, run_splits
 from scoring.portfolio.executor import score_partition
 from scoring.portfolio.inputs import (
     CORRUPT_COLUMN,
@@ -31,6 +32,7 @@ from scoring.portfolio.inputs import (
     read_input,
 )
 from scoring.portfolio.output import Target
+from scoring.portfolio.parquet_input import NotDirect, ParquetInput, filesystem_of, open_parquet
 from scoring.portfolio.plan import (
     ERROR_COLUMN,
     FIELD_COLUMN,
@@ -55,6 +57,9 @@ class Options:
     reasons: int = 0
     overwrite: bool = False
     input_format: str | None = None  # parquet or csv; default: from the input's name
+    # Parquet: None reads it with pyarrow in each task where pyarrow can open it (else through
+    # Spark, said in the closing line); "spark" always through Spark's DataFrame reader.
+    reader: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class Summary:
     model: str
     run_id: str
     predictors: tuple[str, ...]
+    note: str = ""  # e.g. why a Parquet input was read by Spark's DataFrame reader
 
     def line(self) -> str:
         rows = self.scored + self.quarantined
@@ -75,7 +81,7 @@ class Summary:
         return (
             f"portfolio: scored {self.scored} rows, quarantined {self.quarantined}, "
             f"in {self.seconds:.1f} s ({rate:,.0f} rows/s); model {self.model}, "
-            f"run_id {self.run_id}, predictor {predictor}"
+            f"run_id {self.run_id}, predictor {predictor}" + (f"; {self.note}" if self.note else "")
         )
 
 
@@ -89,8 +95,10 @@ def session(master: str | None, app_name: str = "credit-portfolio") -> SparkSess
     return builder.getOrCreate()
 
 
-def _output_schema(frame: DataFrame, ids: tuple[str, ...], reasons: int) -> spark_types.StructType:
-    fields = [frame.schema[name] for name in ids]
+def _output_schema(
+    schema: spark_types.StructType, ids: tuple[str, ...], reasons: int
+) -> spark_types.StructType:
+    fields = [schema[name] for name in ids]
     fields += [
         spark_types.StructField("probability_of_default", spark_types.DoubleType()),
         spark_types.StructField("decision", spark_types.StringType()),
@@ -114,11 +122,29 @@ def _model(tag: str) -> bentoml.Model:
         raise InputRefused(f"{tag}: no such model in the Bento store; import it first") from None
 
 
-def plan_job(
-    spark: SparkSession, options: Options, settings: Settings
-) -> tuple[Plan, DataFrame, spark_types.StructType]:
+@dataclass(frozen=True)
+class Planned:
+    """The plan, and how the rows are read: `direct` (pyarrow in each task, for Parquet that
+    pyarrow opens) or `frame` (Spark's DataFrame reader and mapInArrow)."""
+
+    plan: Plan
+    output: spark_types.StructType  # the scoring pass's rows, as Spark types them
+    frame: DataFrame | None = None
+    direct: ParquetInput | None = None
+    reading: Reading | None = None
+    staging: Staging | None = None
+    note: str = ""  # why a Parquet input is read by Spark, for the closing line
+
+
+def _direct(options: Options, spec: FeatureSpec, target: Target) -> tuple[ParquetInput, Staging]:
+    parquet = open_parquet(options.input, {*spec.names, *options.ids})
+    filesystem, root = filesystem_of(target.qualified_staging_uri)
+    return parquet, Staging(filesystem, root)
+
+
+def plan_job(spark: SparkSession, options: Options, settings: Settings, target: Target) -> Planned:
     """Everything decided and checked on the driver, before any row is scored: the plan, the
-    input's columns to score, the Spark schema of what the scoring pass yields."""
+    read path, the input's columns to score, the Spark schema of what the scoring pass yields."""
     taken = set(SCORED_COLUMNS) | {REASONS_COLUMN, ERROR_COLUMN, FIELD_COLUMN}
     clash = [name for name in options.ids if name in taken]
     if clash:
@@ -131,12 +157,28 @@ def plan_job(
     except (KeyError, TypeError, ValueError) as error:
         raise InputRefused(f"{bento_model.tag}: its metadata is unusable ({error})") from None
     kind = input_format(options.input, options.input_format)
-    frame = read_input(spark, options.input, kind, spec)
-    features = feature_columns(frame, spec, options.ids)
+    direct = staging = frame = None
+    note = ""
+    if kind == "parquet" and options.reader == "spark":
+        note = "read by Spark's DataFrame reader (--reader spark)"
+    elif kind == "parquet":
+        try:
+            direct, staging = _direct(options, spec, target)
+        except NotDirect as why:
+            note = f"read by Spark's DataFrame reader: {why}"
+    if direct is None:
+        frame = read_input(spark, options.input, kind, spec)
+    schema = frame.schema if frame is not None else direct.schema
+    features = feature_columns(schema, spec, options.ids)
     corrupt = CORRUPT_COLUMN if kind == "csv" else None
     selected = [*options.ids, *(f for f in features if f not in options.ids)]
-    frame = frame.select(*selected, *([corrupt] if corrupt else []))
-    output = _output_schema(frame, options.ids, options.reasons)
+    output = _output_schema(schema, options.ids, options.reasons)
+    reading = None
+    if frame is not None:
+        frame = frame.select(*selected, *([corrupt] if corrupt else []))
+    else:
+        columns = spark_types.StructType([schema[name] for name in selected])
+        reading = Reading(direct.filesystem, to_arrow_schema(columns))
     # As the service decides: SCORING_THRESHOLD when set, else the model's label.
     threshold = settings.threshold if settings.threshold is not None else provenance.threshold
     plan = Plan(
@@ -151,19 +193,17 @@ def plan_job(
         corrupt_column=corrupt,
         output=to_arrow_schema(output),
     )
-    return plan, frame, output
+    return Planned(plan, output, frame, direct, reading, staging, note)
 
 
-def run(spark: SparkSession, options: Options, settings: Settings | None = None) -> Summary:
-    started = time.perf_counter()
-    target = Target(spark, options.output)
-    target.refuse_existing(options.overwrite)
-    settings = settings or Settings.from_env()
-    plan, frame, output = plan_job(spark, options, settings)
-    shipping.ship_code(spark.sparkContext)
+def _through_frame(
+    spark: SparkSession, planned: Planned, target: Target
+) -> tuple[int, int, frozenset[str]]:
+    plan = planned.plan
+    assert planned.frame is not None
     predictors = spark.sparkContext.accumulator(frozenset(), NamesParam())
-    scored_all = frame.mapInArrow(
-        functools.partial(score_partition, plan=plan, predictors=predictors), output
+    scored_all = planned.frame.mapInArrow(
+        functools.partial(score_partition, plan=plan, predictors=predictors), planned.output
     )
     # One scoring pass feeds both writes: the output and its quarantine.
     scored_all = scored_all.persist(StorageLevel.MEMORY_AND_DISK)
@@ -178,18 +218,46 @@ def run(spark: SparkSession, options: Options, settings: Settings | None = None)
         # Two numbers from the cached pass (not the staged files: Spark's readers skip a
         # path whose name starts with "." or "_", as the staging folder's and quarantine's do).
         counts = dict(scored_all.groupBy(error.isNull().alias("scored")).count().collect())
-        scored, quarantined = counts.get(True, 0), counts.get(False, 0)
+    finally:
+        scored_all.unpersist()
+    return counts.get(True, 0), counts.get(False, 0), frozenset(predictors.value)
+
+
+def _direct_pass(spark: SparkSession, planned: Planned) -> tuple[int, int, frozenset[str]]:
+    assert planned.direct is not None
+    assert planned.reading is not None
+    assert planned.staging is not None
+    results = run_splits(
+        spark.sparkContext, planned.direct.splits, planned.plan, planned.reading, planned.staging
+    )
+    scored = sum(r.scored for r in results)
+    quarantined = sum(r.quarantined for r in results)
+    finish(planned.staging, planned.plan, scored, quarantined)
+    return scored, quarantined, frozenset().union(*(r.predictors for r in results))
+
+
+def run(spark: SparkSession, options: Options, settings: Settings | None = None) -> Summary:
+    started = time.perf_counter()
+    target = Target(spark, options.output)
+    target.refuse_existing(options.overwrite)
+    settings = settings or Settings.from_env()
+    planned = plan_job(spark, options, settings, target)
+    shipping.ship_code(spark.sparkContext)
+    try:
+        if planned.direct is not None:
+            scored, quarantined, predictors = _direct_pass(spark, planned)
+        else:
+            scored, quarantined, predictors = _through_frame(spark, planned, target)
         target.commit(options.overwrite)
     except BaseException:
         target.discard()
         raise
-    finally:
-        scored_all.unpersist()
     return Summary(
         scored=scored,
         quarantined=quarantined,
         seconds=time.perf_counter() - started,
-        model=plan.tag,
-        run_id=plan.run_id,
-        predictors=tuple(sorted(predictors.value)),
+        model=planned.plan.tag,
+        run_id=planned.plan.run_id,
+        predictors=tuple(sorted(predictors)),
+        note=planned.note,
     )

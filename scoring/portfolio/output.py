@@ -42,6 +42,11 @@ class Target:
         return str(self.staging.toString())
 
     @property
+    def qualified_staging_uri(self) -> str:
+        """The staging folder with its scheme (file:/... for a local path), for pyarrow."""
+        return str(self.fs.makeQualified(self.staging).toString())
+
+    @property
     def quarantine_uri(self) -> str:
         return str(self._path_class(self.staging, QUARANTINE).toString())
 
