@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import bentoml
 import lightgbm as lgb
 import numpy as np
@@ -9,6 +11,22 @@ import pandas as pd
 from bentoml.exceptions import NotFound
 
 from scoring.stored_model.layout import BOOSTER_FILE
+
+
+def served_probabilities(model_tag: str, records: list[dict]) -> np.ndarray:
+    """The stored model loaded as the service loads it (booster or compiled forest, a
+    pipeline's steps first), scoring records validated by the service's request form."""
+    from scoring.core.contract import FeatureSpec, records_to_matrix
+    from scoring.core.model import ServedModel
+    from scoring.serving.forms.records import application_model
+
+    bento_model = bentoml.models.get(model_tag)
+    spec = FeatureSpec.from_metadata(bento_model.info.metadata["features"])
+    example = json.loads(bento_model.info.metadata["input_example_json"])
+    application = application_model(spec, example)
+    model = ServedModel.load(bento_model, spec, application, example)
+    matrix = records_to_matrix([application.model_validate(row) for row in records])
+    return model.scorer.predict(matrix)
 
 
 def training_style_frame(

@@ -1,8 +1,9 @@
 """import_model.py on each form a team logs a LightGBM model in (issue 23): the lightgbm and
-sklearn flavours, autolog runs, booster / skops / pickle / joblib files named by --artifact,
-and the refusals (pickles without --allow-pickle, Pipelines, other models). Every form is
-logged into a real MLflow server as a team would, imported through the CLI's main(), and the
-stored booster (and compiled forest) scored against the logged object's own predict_proba."""
+sklearn flavours, autolog runs, booster / skops / pickle / joblib files named by --artifact, a
+Pipeline (each served step: tests/test_import_pipelines.py), and the refusals (pickles without
+--allow-pickle, other models). Every form is logged into a real MLflow server as a team would,
+imported through the CLI's main(), and the stored booster (and compiled forest) scored against
+the logged object's own predict_proba."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from loadtest.processes import ROOT, free_port, running
 from scoring.importing import errors
 from scoring.stored_model import compiled
 from scoring.stored_model.layout import BOOSTER_FILE, COMPILED_FILE
-from tests.service_helpers import bento_models, code_matrix
+from tests.service_helpers import bento_models, code_matrix, served_probabilities
 
 pytestmark = pytest.mark.server
 
@@ -505,8 +506,6 @@ def test_a_skops_file_holding_an_untrusted_type_is_refused_naming_it(forms, caps
     [
         ("random_forest", (), "model is a RandomForestClassifier"),
         ("random_forest", ("--allow-pickle",), "not LightGBM"),
-        ("sklearn_pipeline", (), "Pipelines are not served yet"),
-        ("pipeline_file", ("--artifact", "pipeline.pkl", "--allow-pickle"), "StandardScaler ->"),
         ("regressor", (), "LightGBM regressor (LGBMRegressor)"),
         ("regression_booster", (), "objective is 'regression'"),
         ("ranker", (), "LightGBM ranker (LGBMRanker)"),
@@ -519,6 +518,34 @@ def test_what_is_not_a_binary_lightgbm_classifier_is_refused_naming_it(
     forms, capsys, form, flags, text
 ):
     assert_refused(capsys, forms, form, errors.UnservableModel.exit_code, text, *flags)
+
+
+def test_a_logged_pipeline_imports_and_scores_as_its_predict_proba(forms, capsys):
+    model, output = imported(forms, "sklearn_pipeline", capsys)
+    assert "a Pipeline (StandardScaler -> LGBMClassifier)" in output
+    assert model.info.labels["pipeline"] == "StandardScaler -> LGBMClassifier"
+    assert [f["name"] for f in model.info.metadata["features"]] == NUMERIC
+    records = forms.rows[NUMERIC].to_dict("records")
+    np.testing.assert_allclose(
+        served_probabilities(str(model.tag), records),
+        forms.logged["sklearn_pipeline"].predict_proba(forms.rows[NUMERIC])[:, 1],
+        rtol=0,
+        atol=1e-9,
+    )
+
+
+def test_a_pipeline_file_imports_with_the_columns_it_was_fitted_on(forms, capsys):
+    flags = ("--artifact", "pipeline.pkl", "--allow-pickle")
+    model, output = imported(forms, "pipeline_file", capsys, *flags)
+    assert "contract from the pipeline's fitted columns (--artifact file" in output
+    features = model.info.metadata["features"]
+    assert features == [{"name": name, "type": "double"} for name in NUMERIC]
+    np.testing.assert_allclose(
+        served_probabilities(str(model.tag), forms.rows[NUMERIC].to_dict("records")),
+        forms.logged["pipeline_file"].predict_proba(forms.rows[NUMERIC])[:, 1],
+        rtol=0,
+        atol=1e-9,
+    )
 
 
 def test_an_artifact_the_run_does_not_have_is_refused(forms, capsys):

@@ -145,6 +145,9 @@ def batch_matrix(
         column = batch.column(source)
         if name in spec.categories:
             matrix[:, position] = _category_codes(column, name, spec, unseen, on_unseen)
+            if name in spec.required and np.isnan(matrix[:, position]).any():
+                row = _first(np.isnan(matrix[:, position]))
+                raise ArrowBodyError(name, f"{name} in row {row} is missing; this model needs it")
         else:
             matrix[:, position] = _booleans(column, name)
     return matrix

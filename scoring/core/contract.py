@@ -50,6 +50,8 @@ class FeatureSpec:
     integer: frozenset[str]
     boolean: frozenset[str] = frozenset()
     categories: Mapping[str, tuple[Category, ...]] = field(default_factory=dict)
+    required: frozenset[str] = frozenset()
+    """Categorical features that may not be missing (a Pipeline's encoder cannot take it)."""
 
     @classmethod
     def from_metadata(cls, features: Sequence[Mapping[str, Any]]) -> FeatureSpec:
@@ -61,6 +63,7 @@ class FeatureSpec:
             ),
             boolean=frozenset(c.name for c in columns if c.type in BOOLEAN_TYPES),
             categories={c.name: c.categories for c in columns if c.categories is not None},
+            required=frozenset(c.name for c in columns if c.required and c.categories is not None),
         )
 
     @property
@@ -119,18 +122,22 @@ def category_encoder(
     codes: Mapping[Category, int],
     unseen: UnseenCategory,
     on_unseen: Callable[[str], None],
+    required: bool = False,
 ) -> Callable[[Category | None], float | None]:
     """Category → its code (a float, as LightGBM scores it); an unseen category is refused, or
-    scored as missing exactly as LightGBM does, and counted either way."""
+    scored as missing exactly as LightGBM does, and counted either way. A `required` category
+    is never missing: null, and an unseen category, are refused."""
 
     def encode(value: Category | None) -> float | None:
         if value is None:
+            if required:
+                raise ValueError(f"{name} is required: this model cannot score it missing")
             return None
         code = codes.get(value)
         if code is not None:
             return float(code)
         on_unseen(name)
-        if unseen == "missing":
+        if unseen == "missing" and not required:
             return None
         known = listed(list(codes))
         raise ValueError(f"unseen category {shown(value)} for {name} (known: {known})")
@@ -214,7 +221,7 @@ def encoders(
     spec: FeatureSpec, unseen: UnseenCategory, on_unseen: Callable[[str], None]
 ) -> dict[str, Callable[[Any], float | None]]:
     return {
-        name: category_encoder(name, spec.codes(name), unseen, on_unseen)
+        name: category_encoder(name, spec.codes(name), unseen, on_unseen, name in spec.required)
         for name in spec.categories
     }
 

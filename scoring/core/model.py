@@ -15,8 +15,23 @@ import numpy as np
 from pydantic import BaseModel
 
 from scoring.core.contract import FeatureSpec, records_to_matrix
+from scoring.core.preprocessing import (
+    PipelineForest,
+    Preprocessing,
+    PreprocessingError,
+    load_steps,
+    owners_from_names,
+)
 from scoring.stored_model import compiled
-from scoring.stored_model.layout import BOOSTER_FILE, CHECKSUMS_KEY, COMPILED_FILE, file_sha256
+from scoring.stored_model.feature_schema import columns_from_metadata
+from scoring.stored_model.layout import (
+    BOOSTER_FILE,
+    CHECKSUMS_KEY,
+    COMPILED_FILE,
+    PREPROCESSING_FILE,
+    file_sha256,
+)
+from scoring.stored_model.pipeline_steps import PIPELINE_KEY
 from scoring.stored_model.provenance import Provenance
 
 
@@ -32,6 +47,9 @@ class ServedModel:
     scorer: Any  # the compiled forest or the booster, both called like Booster.predict
     predictor: str
     metadata: Mapping[str, Any]
+    preprocessing: Preprocessing | None = None
+    """A Pipeline's steps before its classifier: rows (the contract's matrix, input columns)
+    pass through them to the booster's features. None for a model served on its features."""
 
     @classmethod
     def load(
@@ -54,17 +72,31 @@ class ServedModel:
             raise ModelCannotServe(
                 f"{BOOSTER_FILE} is unreadable ({reason}); re-import the model"
             ) from None
-        if tuple(booster.feature_name()) != spec.names:
+        metadata = bento_model.info.metadata
+        preprocessing = _preprocessing(bento_model, metadata, booster)
+        if preprocessing is None and tuple(booster.feature_name()) != spec.names:
             raise ModelCannotServe(
                 "the booster's features differ from the stored feature list; re-import the model"
             )
         scorer, predictor = _scorer(Path(bento_model.path), booster)
-        model = cls(tag, provenance, booster, scorer, predictor, bento_model.info.metadata)
+        if preprocessing is not None:
+            scorer, predictor = PipelineForest(preprocessing, scorer), f"pipeline, then {predictor}"
+        model = cls(tag, provenance, booster, scorer, predictor, metadata, preprocessing)
         model.self_test(application, example)
         return model
 
     def self_test(self, application: type[BaseModel], example: Mapping[str, Any]) -> None:
         score_example(self.scorer, application, example)
+
+    def contributions(self, rows: np.ndarray, threads: int) -> np.ndarray:
+        """TreeSHAP on the booster (the compiled forest was checked against it): one column per
+        contract column (a pipeline's features folded onto their input column), then the base
+        value."""
+        if self.preprocessing is None:
+            return self.booster.predict(rows, pred_contrib=True, num_threads=threads)
+        features = self.preprocessing.transform(rows)
+        contributions = self.booster.predict(features, pred_contrib=True, num_threads=threads)
+        return self.preprocessing.fold(contributions)
 
 
 def score_example(predictor: Any, application: type[BaseModel], example: Mapping[str, Any]) -> None:
@@ -80,6 +112,27 @@ def score_example(predictor: Any, application: type[BaseModel], example: Mapping
     probability = predictor.predict(records_to_matrix([row]))
     if not np.all((probability >= 0) & (probability <= 1)):
         raise ModelCannotServe(f"it scores its example {probability}, not a probability")
+
+
+def _preprocessing(
+    bento_model: bentoml.Model, metadata: Mapping[str, Any], booster: lgb.Booster
+) -> Preprocessing | None:
+    """A pipeline's stored steps, read trusting only the served steps (never unpickled)."""
+    pipeline = metadata.get(PIPELINE_KEY)
+    if not pipeline:
+        return None
+    try:
+        columns = tuple(columns_from_metadata(metadata["features"]))
+        owners = owners_from_names(pipeline["inputs_of_features"], columns)
+        if len(owners) != booster.num_feature():
+            raise PreprocessingError(
+                f"{len(owners)} features are mapped to input columns, the booster has "
+                f"{booster.num_feature()}"
+            )
+        steps = load_steps(Path(bento_model.path_of(PREPROCESSING_FILE)).read_bytes())
+    except (PreprocessingError, KeyError, OSError) as error:
+        raise ModelCannotServe(f"its pipeline cannot be served ({error}); re-import it") from None
+    return Preprocessing(steps, columns, owners)
 
 
 def _check_files(bento_model: bentoml.Model) -> None:

@@ -74,10 +74,9 @@ class Scorer:
 
     def reasons(self, rows: np.ndarray) -> list[list[Reason]]:
         """Each row's main reasons, from TreeSHAP on the booster the compiled forest was built
-        from and checked against, through the model's reason-code table."""
-        contributions = self.model.booster.predict(
-            rows, pred_contrib=True, num_threads=self.threads
-        )
+        from and checked against (a pipeline's features summed onto their input column),
+        through the model's reason-code table."""
+        contributions = self.model.contributions(rows, self.threads)
         return self.reason_plan.explain(rows, contributions, self.spec, self.reason_count)
 
     def reasons_of_rejected(
@@ -94,9 +93,7 @@ class Scorer:
 
     def explanations(self, rows: np.ndarray, top_k: int) -> list[dict[str, Any]]:
         """Per-feature TreeSHAP contributions (log-odds), the `top_k` largest by magnitude."""
-        contributions = self.model.booster.predict(
-            rows, pred_contrib=True, num_threads=self.threads
-        )
+        contributions = self.model.contributions(rows, self.threads)
         names = self.spec.names
         explanations = []
         for row, contrib in zip(rows, contributions, strict=True):

@@ -13,6 +13,10 @@ from scoring.importing.errors import UnservableModel
 SIGNATURE = "mlflow signature"
 FROM_MODEL = "booster (--schema-from-model)"
 FROM_ARTIFACT = "booster (--artifact file, which has no signature)"
+# A Pipeline without a signature: the columns its steps were fitted on, text where an encoder
+# read text (scoring/importing/pipelines.py).
+PIPELINE_FROM_MODEL = "pipeline's fitted columns (--schema-from-model)"
+PIPELINE_FROM_ARTIFACT = "pipeline's fitted columns (--artifact file, which has no signature)"
 
 
 def booster_signature(booster: lgb.Booster) -> list[tuple[str, str]]:

@@ -13,7 +13,7 @@ import lightgbm as lgb
 import mlflow
 from mlflow.models import Model
 
-from scoring.importing import artifact_files, booster_contract, model_forms
+from scoring.importing import artifact_files, booster_contract, model_forms, pipelines
 from scoring.importing.booster_contract import booster_signature
 from scoring.importing.categorical import feature_columns
 from scoring.importing.errors import BrokenRun, UnservableModel
@@ -38,6 +38,13 @@ class CheckedModel:
     """How the model was read: lightgbm-text, skops, pickle, cloudpickle or joblib."""
     contract_source: str = booster_contract.SIGNATURE
     """Where the request contract came from: the MLflow signature or the booster."""
+    pipeline: pipelines.ServedPipeline | None = None
+    """A Pipeline's steps before the classifier; `features` are then the pipeline's input."""
+
+    @property
+    def predictor(self) -> Any:
+        """What scores the contract's matrix: the booster, or the steps then the booster."""
+        return self.booster if self.pipeline is None else self.pipeline.predictor(self.booster)
 
 
 def download_model(model_uri: str, destination: Path, tracking_uri: str) -> Path:
@@ -103,7 +110,7 @@ def _example_row(spec: Model | None, local: Path, columns: list[FeatureColumn]) 
     for column in columns:
         value = _plain(row.get(column.name))
         if column.categories is not None:
-            valid = value is None or value in column.categories
+            valid = value in column.categories or (value is None and not column.required)
         elif column.type in BOOLEAN_TYPES:
             valid = isinstance(value, bool)
         elif column.type in INTEGER_TYPES:
@@ -128,8 +135,11 @@ def check_model(
     model_file = model_forms.mlflow_model_file(local, spec)
     model_forms.check_before_loading(model_file, allow_pickle)
     signature = None if schema_from_model else _signature_columns(spec)
-    booster = model_forms.read_booster(model_file, allow_pickle)
+    read = model_forms.read_model(model_file, allow_pickle)
+    booster = read.booster
     _check_binary(booster)
+    if read.pipeline is not None:
+        return _checked_pipeline(read.pipeline, booster, signature, spec, local, model_file)
     if signature is None:
         signature, contract = booster_signature(booster), booster_contract.FROM_MODEL
     else:
@@ -148,8 +158,11 @@ def check_artifact(local: Path, artifact_path: str, allow_pickle: bool = False) 
     """A model file named by --artifact: no MLmodel, so no signature; the contract is the
     booster's own."""
     model_file = artifact_files.sniff(local, artifact_path)
-    booster = model_forms.read_booster(model_file, allow_pickle)
+    read = model_forms.read_model(model_file, allow_pickle)
+    booster = read.booster
     _check_binary(booster)
+    if read.pipeline is not None:
+        return _checked_pipeline(read.pipeline, booster, None, None, local, model_file)
     columns = feature_columns(booster, booster_signature(booster))
     example = _example_row(None, local, columns)
     _check_scores_its_example(booster, columns, example)
@@ -163,8 +176,43 @@ def check_artifact(local: Path, artifact_path: str, allow_pickle: bool = False) 
     )
 
 
+def _checked_pipeline(
+    pipeline: Any,
+    booster: lgb.Booster,
+    signature: list[tuple[str, str]] | None,
+    spec: Model | None,
+    local: Path,
+    model_file: model_forms.ModelFile,
+) -> CheckedModel:
+    """A Pipeline: the contract is its input (the signature, else the columns it was fitted
+    on), its steps stored to run before the booster."""
+    steps = pipelines.check_steps(pipeline)
+    if signature is not None:
+        contract = booster_contract.SIGNATURE
+    elif spec is not None:
+        contract = booster_contract.PIPELINE_FROM_MODEL
+    else:
+        contract = booster_contract.PIPELINE_FROM_ARTIFACT
+    if signature is None:
+        signature = pipelines.inferred_signature(steps)
+    columns = pipelines.input_columns(steps, signature)
+    example = _example_row(spec, local, columns)
+    served = pipelines.served_pipeline(pipeline, booster, columns, example)
+    columns = list(served.preprocessing.columns)
+    _check_scores_its_example(served.predictor(booster), columns, example)
+    return CheckedModel(
+        booster,
+        columns,
+        example,
+        model_file.source,
+        model_file.serialization,
+        contract,
+        served,
+    )
+
+
 def _check_scores_its_example(
-    booster: lgb.Booster, columns: list[FeatureColumn], example: dict[str, Any]
+    booster: Any, columns: list[FeatureColumn], example: dict[str, Any]
 ) -> None:
     """The service's start-up self-test, run here: whatever imports also serves."""
     from scoring.core.contract import FeatureSpec

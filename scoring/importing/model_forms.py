@@ -1,10 +1,11 @@
 """The forms a LightGBM model is logged in, and how its booster is taken out of each.
 
 An MLflow model of the `lightgbm` flavour (a Booster as LightGBM text, an LGBMClassifier as
-skops or a pickle), of the `sklearn` flavour (an LGBMClassifier, or a search such as
-GridSearchCV whose refitted best estimator is one), or a file named by --artifact: each ends as
-one `lgb.Booster`, and everything after the import's model check is the same for all of them.
-Anything else is refused naming what it is, before it is loaded where the file says so.
+skops or a pickle), of the `sklearn` flavour (an LGBMClassifier, a Pipeline ending in one, or a
+search such as GridSearchCV whose refitted best estimator is either), or a file named by
+--artifact: each ends as one `lgb.Booster`, with a Pipeline's steps before it kept beside it
+(scoring/importing/pipelines.py checks them). Anything else is refused naming what it is,
+before it is loaded where the file says so.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import lightgbm as lgb
 from mlflow.models import Model
 
-from scoring.importing import safe_load
+from scoring.importing import safe_load, skops_steps
 from scoring.importing.errors import BrokenRun, UnservableModel
 
 BOOSTER_CLASS = "lightgbm.basic.Booster"
@@ -48,24 +49,26 @@ def _short(qualified: str) -> str:
     return qualified.rsplit(".", 1)[-1]
 
 
-def _pipeline_refusal(steps: list[str]) -> UnservableModel:
-    if not steps or steps[-1] != "LGBMClassifier":
-        last = f" ending in {steps[-1]}" if steps else ""
-        return UnservableModel(f"model is a scikit-learn Pipeline{last}, not LightGBM")
+def pipeline_refusal(steps: list[str]) -> UnservableModel:
+    """A Pipeline whose last step is not a LightGBM classifier."""
+    last = f" ending in {steps[-1]}" if steps else ""
+    what = _WHAT_LIGHTGBM_IS.get(f"lightgbm.sklearn.{steps[-1]}") if steps else None
     return UnservableModel(
-        f"model is a scikit-learn Pipeline ({' -> '.join(steps)}); Pipelines are not served "
-        "yet: log its final LGBMClassifier (pipeline[-1]) with mlflow.lightgbm.log_model and "
-        "send the service the transformed columns"
+        f"model is a scikit-learn Pipeline{last} ({' -> '.join(steps)}), not a LightGBM binary "
+        f"classifier{f': its last step is {what}' if what else ''}"
     )
 
 
 def refuse_unless_lightgbm(qualified_class: str, pipeline_steps: list[str] | None = None) -> None:
     """Refuse, by the class a file says it holds, anything that is not a LightGBM classifier,
-    a booster or a search over one."""
+    a booster, a Pipeline ending in a classifier or a search over either."""
     if qualified_class in (BOOSTER_CLASS, CLASSIFIER_CLASS, *SEARCH_CLASSES):
         return
     if qualified_class == PIPELINE_CLASS:
-        raise _pipeline_refusal(pipeline_steps or [])
+        steps = pipeline_steps or []
+        if steps and steps[-1] == "LGBMClassifier":
+            return
+        raise pipeline_refusal(steps)
     what = _WHAT_LIGHTGBM_IS.get(qualified_class)
     if what:
         raise UnservableModel(f"model is {what}, not a binary classifier")
@@ -77,24 +80,44 @@ def _class_of(native: object) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
+@dataclass(frozen=True)
+class ReadModel:
+    booster: lgb.Booster
+    pipeline: Any = None
+    """The scikit-learn Pipeline the booster ends, when the model is one; its steps are
+    checked by scoring/importing/pipelines.py."""
+
+
 def booster_of(native: Any) -> lgb.Booster:
-    """The booster inside a loaded model; refuses what is not a binary LightGBM classifier."""
+    """The booster inside a loaded classifier; refuses what is not a binary LightGBM one."""
     if isinstance(native, lgb.Booster):
         return native
-    if _class_of(native) in SEARCH_CLASSES:
-        best = getattr(native, "best_estimator_", None)
-        if best is None:
-            raise UnservableModel(f"{type(native).__name__} was not refitted (refit=False)")
-        return booster_of(best)
     if type(native) is lgb.LGBMClassifier:
         if not native.__sklearn_is_fitted__():
             raise UnservableModel("the LGBMClassifier is not fitted")
         if native.n_classes_ != 2:
             raise UnservableModel(f"classifier has {native.n_classes_} classes, not 2 (binary)")
         return native.booster_
-    steps = [type(step).__name__ for _, step in getattr(native, "steps", [])]
-    refuse_unless_lightgbm(_class_of(native), steps)
+    if _class_of(native) in SEARCH_CLASSES:
+        raise UnservableModel(f"model is a {type(native).__name__} inside a search, not LightGBM")
+    refuse_unless_lightgbm(_class_of(native))
     raise UnservableModel(f"model is a {type(native).__name__}, not LightGBM")
+
+
+def model_of(native: Any) -> ReadModel:
+    """The booster inside a loaded model, and the Pipeline around it if there is one."""
+    if _class_of(native) in SEARCH_CLASSES:
+        best = getattr(native, "best_estimator_", None)
+        if best is None:
+            raise UnservableModel(f"{type(native).__name__} was not refitted (refit=False)")
+        native = best
+    if _class_of(native) == PIPELINE_CLASS:
+        steps = [step for _, step in native.steps]
+        final = steps[-1] if steps else None
+        if type(final) is not lgb.LGBMClassifier:
+            raise pipeline_refusal([type(step).__name__ for step in steps])
+        return ReadModel(booster_of(final), native if len(steps) > 1 else None)
+    return ReadModel(booster_of(native))
 
 
 def _undeclared_flavor(spec: Model) -> UnservableModel:
@@ -149,20 +172,23 @@ def check_before_loading(model_file: ModelFile, allow_pickle: bool) -> None:
             safe_load.skops_class(model_file.path),
             safe_load.skops_pipeline_steps(model_file.path),
         )
+        problem = skops_steps.refused_step(model_file.path)
+        if problem:
+            raise UnservableModel(problem)
 
 
-def read_booster(model_file: ModelFile, allow_pickle: bool) -> lgb.Booster:
+def read_model(model_file: ModelFile, allow_pickle: bool) -> ReadModel:
     """Load the file in the way its serialization allows and take the booster out."""
     check_before_loading(model_file, allow_pickle)
     path = model_file.path
     if model_file.serialization == "lightgbm-text":
         try:
-            return lgb.Booster(model_file=str(path))
+            return ReadModel(lgb.Booster(model_file=str(path)))
         except lgb.basic.LightGBMError as error:
             reason = str(error).splitlines()[0][:200]
             raise BrokenRun(
                 f"LightGBM model files are incomplete or corrupt: {path.name}: {reason}"
             ) from None
     if model_file.serialization == "skops":
-        return booster_of(safe_load.load_skops(path))
-    return booster_of(safe_load.load_pickled(path, model_file.serialization, allow_pickle))
+        return model_of(safe_load.load_skops(path))
+    return model_of(safe_load.load_pickled(path, model_file.serialization, allow_pickle))

@@ -9,8 +9,8 @@ or lacks a model feature is (ReferenceProblem, one line saying what to fix)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
@@ -83,6 +83,11 @@ def sample_matrix(frame: pd.DataFrame, columns: list[FeatureColumn], label: str)
                     f"saw ({', '.join(unknown[:5])}); log this model's own training rows"
                 )
             matrix[:, i] = values.astype(object).map(codes).astype(np.float64).to_numpy()
+            if column.required and np.isnan(matrix[:, i]).any():
+                raise ReferenceProblem(
+                    f"reference sample {label}: {column.name} is missing in some rows, and the "
+                    "model cannot score it missing; log the rows as the model was trained on them"
+                )
         else:
             try:
                 matrix[:, i] = pd.to_numeric(values.astype(object), errors="raise").astype(
@@ -99,14 +104,15 @@ def sample_matrix(frame: pd.DataFrame, columns: list[FeatureColumn], label: str)
 def drift_reference(
     sample: Path,
     source: str,
-    booster: lgb.Booster,
+    predictor: Any,
     columns: list[FeatureColumn],
     threshold: float,
 ) -> DriftReference:
-    """Bins, shares and reject rate of the sample, scored by the model being imported."""
+    """Bins, shares and reject rate of the sample (on the model's input columns), scored by the
+    model being imported: its booster, or a pipeline's steps then its booster."""
     frame = read_sample(sample)
     matrix = sample_matrix(frame, columns, sample.name)
-    probabilities = booster.predict(matrix)
+    probabilities = predictor.predict(matrix)
     return build_reference(
         matrix,
         probabilities,

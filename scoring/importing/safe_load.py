@@ -17,13 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from scoring.importing.errors import BrokenRun, UnsafeModelFile
+from scoring.stored_model.pipeline_steps import EXTRA_SKOPS_TYPES, SERVED_STEPS
 
 PICKLE_FORMATS = ("pickle", "cloudpickle", "joblib")
 
 # What skops reports as untrusted in an LGBMClassifier (or a Booster) and nothing more: a
-# fitted classifier's other state is numbers, strings, dicts and numpy arrays.
+# fitted classifier's other state is numbers, strings, dicts and numpy arrays. A Pipeline adds
+# the steps the service runs (scoring/stored_model/pipeline_steps.py), whose own state is
+# numbers, category arrays, numpy ufuncs and the dtype an encoder names.
 TRUSTED_SKOPS_TYPES = frozenset(
     {"collections.OrderedDict", "lightgbm.basic.Booster", "lightgbm.sklearn.LGBMClassifier"}
+    | set(SERVED_STEPS)
+    | set(EXTRA_SKOPS_TYPES)
 )
 
 ALLOW_PICKLE_HINT = (
@@ -33,7 +38,7 @@ ALLOW_PICKLE_HINT = (
 )
 
 
-def _schema(path: Path) -> dict[str, Any]:
+def schema_of(path: Path) -> dict[str, Any]:
     try:
         with zipfile.ZipFile(path) as archive:
             return json.loads(archive.read("schema.json"))
@@ -44,7 +49,7 @@ def _schema(path: Path) -> dict[str, Any]:
 def skops_class(path: Path) -> str:
     """The fully qualified class of the object a skops file holds, read from its schema
     without building anything."""
-    schema = _schema(path)
+    schema = schema_of(path)
     return f"{schema.get('__module__', '?')}.{schema.get('__class__', '?')}"
 
 
@@ -52,7 +57,7 @@ def skops_pipeline_steps(path: Path) -> list[str]:
     """The class names of a skops-saved Pipeline's steps, read from its schema; [] when the
     schema is not laid out as skops writes a Pipeline."""
     try:
-        steps = _schema(path)["content"]["content"]["steps"]["content"]
+        steps = schema_of(path)["content"]["content"]["steps"]["content"]
         return [step["content"][1]["__class__"] for step in steps]
     except (KeyError, IndexError, TypeError):
         return []
@@ -71,7 +76,8 @@ def load_skops(path: Path) -> Any:
     if refused:
         raise UnsafeModelFile(
             f"{path.name} holds types outside the trusted list: {', '.join(refused)}; "
-            "only a LightGBM classifier or booster is loaded from skops"
+            "only a LightGBM classifier or booster, or a Pipeline of the served steps ending "
+            "in one, is loaded from skops"
         )
     try:
         return skops.io.load(path, trusted=sorted(untrusted))

@@ -31,6 +31,8 @@ from scoring.importing.reference import NO_REFERENCE, drift_reference, run_refer
 from scoring.importing.request import CHALLENGER, DEFAULT_ALIAS, ImportRequest
 from scoring.importing.threshold import Threshold, choose_threshold, threshold_sources
 from scoring.stored_model.drift_reference import DRIFT_REFERENCE_FILE, DriftReference
+from scoring.stored_model.layout import PREPROCESSING_FILE
+from scoring.stored_model.pipeline_steps import PIPELINE_KEY
 from scoring.stored_model.provenance import Provenance
 from scoring.stored_model.reason_codes import REASON_CODES_FILE, REASON_CODES_KEY
 
@@ -145,6 +147,7 @@ def _metadata(servable: Servable, redacted_uri: str) -> dict:
         "model_source": model.model_source,
         "serialization": model.serialization,
         "contract_source": model.contract_source,
+        **({PIPELINE_KEY: model.pipeline.metadata()} if model.pipeline else {}),
         # JSON text: Bento metadata cannot hold None, and missing values are None here.
         "input_example_json": json.dumps(model.input_example),
         "imported_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -159,7 +162,7 @@ def save_to_store(
     reference: DriftReference | None = None,
 ) -> tuple[str, bool]:
     """Return (tag, reused): an identical earlier import is reused, not written again."""
-    candidate = servable.candidate
+    candidate, model = servable.candidate, servable.model
     tag = bento_store.bento_tag(
         request.bento_name,
         candidate.model_uri,
@@ -185,6 +188,7 @@ def save_to_store(
         serialization=servable.model.serialization,
         contract_source=servable.model.contract_source,
         role=request.role,
+        pipeline=servable.model.pipeline.steps if servable.model.pipeline else "",
     )
     reason_codes = {"source": reasons.source, "sha256": reasons.sha256} if reasons else {}
     bento_store.save_booster(
@@ -199,6 +203,7 @@ def save_to_store(
         files={
             **({REASON_CODES_FILE: reasons.content} if reasons else {}),
             **({DRIFT_REFERENCE_FILE: reference.to_json().encode()} if reference else {}),
+            **({PREPROCESSING_FILE: model.pipeline.content} if model.pipeline else {}),
         },
     )
     return tag, False
@@ -219,7 +224,9 @@ def find_reference(
             return None
         source = f"runs:/{run_id}/{sample.name}"
     model = servable.model
-    return drift_reference(sample, source, model.booster, model.features, servable.threshold.value)
+    return drift_reference(
+        sample, source, model.predictor, model.features, servable.threshold.value
+    )
 
 
 def other_model_files(servable: Servable, request: ImportRequest) -> tuple[str, ...]:
@@ -245,7 +252,8 @@ def _how_read(model: CheckedModel) -> str:
     contract = (
         "" if model.contract_source == SIGNATURE else f", contract from the {model.contract_source}"
     )
-    return f"read from {model.model_source} ({model.serialization}){contract}"
+    pipeline = f", a Pipeline ({model.pipeline.steps})" if model.pipeline else ""
+    return f"read from {model.model_source} ({model.serialization}){pipeline}{contract}"
 
 
 def import_model(request: ImportRequest) -> Outcome:

@@ -28,6 +28,9 @@ class FeatureColumn:
     categories: tuple[Category, ...] | None = None
     """pandas categories in training order (LightGBM's `pandas_categorical`): a value's code is
     its position here. None for numeric features and for categoricals given as integer codes."""
+    required: bool = False
+    """A category that may not be missing: a Pipeline whose encoder fails on a missing value
+    (scoring/importing/pipelines.py). Numbers that must be present are the integer types."""
 
     def to_metadata(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": self.name, "type": self.type}
@@ -35,6 +38,8 @@ class FeatureColumn:
             entry["categorical"] = True
         if self.categories is not None:
             entry["categories"] = list(self.categories)
+        if self.required:
+            entry["required"] = True
         return entry
 
     @classmethod
@@ -45,6 +50,7 @@ class FeatureColumn:
             type=entry["type"],
             categorical=bool(entry.get("categorical", False)),
             categories=None if categories is None else tuple(categories),
+            required=bool(entry.get("required", False)),
         )
 
 

@@ -20,3 +20,9 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# A Pipeline's steps before its classifier (scoring/core/preprocessing.py), written by skops at
+# import whatever the team logged (so serving never unpickles), read back trusting only the
+# steps of scoring/stored_model/pipeline_steps.py.
+PREPROCESSING_FILE = "preprocessing.skops"

@@ -27,6 +27,9 @@ class Provenance:
     joblib."""
     contract_source: str = ""
     """Where the request contract came from: the MLflow signature or the booster."""
+    pipeline: str = ""
+    """A scikit-learn Pipeline's top-level steps ("ColumnTransformer -> LGBMClassifier"), run
+    in the service before the forest; empty for a model served on its own features."""
 
     def to_labels(self) -> dict[str, str]:
         labels = {key: str(value) for key, value in asdict(self).items()}

@@ -45,6 +45,7 @@ def version_document(
         "model_source": provenance.model_source,
         "serialization": provenance.serialization,
         "contract_source": provenance.contract_source,
+        "pipeline": provenance.pipeline or None,
         "threshold": scoring.threshold,
         "threshold_origin": threshold_origin,
         "threshold_source_in_mlflow": provenance.threshold_source,

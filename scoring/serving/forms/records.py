@@ -56,12 +56,13 @@ def application_model(
     fields: dict[str, Any] = {}
     for name in spec.names:
         if name in spec.categories:
-            encode = category_encoder(name, spec.codes(name), unseen, on_unseen)
-            categories = [*spec.categories[name], None]
+            required = name in spec.required
+            encode = category_encoder(name, spec.codes(name), unseen, on_unseen, required)
+            categories = [*spec.categories[name], *([] if required else [None])]
             kind: Any = Annotated[StrictStr | None, AfterValidator(encode)]
             if categories and isinstance(categories[0], int):
                 kind = Annotated[Annotated[int, Strict()] | None, AfterValidator(encode)]
-            description = "category (null = missing)"
+            description = "required category" if required else "category (null = missing)"
             extra: dict[str, Any] = {"enum": categories}
         elif name in spec.boolean:
             kind, description, extra = StrictBool, "required boolean", {}
