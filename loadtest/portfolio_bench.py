@@ -338,6 +338,8 @@ def child(name: str, argv: list[str], env: dict[str, str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before anything of ours runs: what else the machine is doing (its figures' noise).
+    load_at_start = os.getloadavg()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--tiny", action="store_true", help="the small demo model (smoke run)")
@@ -376,14 +378,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["run_in_spark"] = {"status": run_in_spark_status()}
-    report = report_of(args, model, results)
+    report = report_of(args, model, results, load_at_start)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report["summary"], indent=2))
     return 0
 
 
-def report_of(args: argparse.Namespace, model: dict, results: dict[str, Any]) -> dict[str, Any]:
+def report_of(
+    args: argparse.Namespace,
+    model: dict,
+    results: dict[str, Any],
+    load_at_start: tuple[float, float, float],
+) -> dict[str, Any]:
     rate = {k: v.get("rows_per_s") for k, v in results.items() if isinstance(v, dict)}
     job = rate.get("portfolio")
     summary: dict[str, Any] = {
@@ -411,8 +418,8 @@ def report_of(args: argparse.Namespace, model: dict, results: dict[str, Any]) ->
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
-            "load_average_at_end": os.getloadavg(),
-            "note": "shared machine: other engineers' tests ran meanwhile; figures are noisy",
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": os.getloadavg(),  # includes the last variant's own load
         },
         "rows": args.rows,
         "model": model["tag"],
