@@ -53,10 +53,10 @@ def pipeline_refusal(steps: list[str]) -> UnservableModel:
     """A Pipeline whose last step is not a LightGBM classifier."""
     last = f" ending in {steps[-1]}" if steps else ""
     what = _WHAT_LIGHTGBM_IS.get(f"lightgbm.sklearn.{steps[-1]}") if steps else None
-    return UnservableModel(
-        f"model is a scikit-learn Pipeline{last} ({' -> '.join(steps)}), not a LightGBM binary "
-        f"classifier{f': its last step is {what}' if what else ''}"
-    )
+    chain = f"model is a scikit-learn Pipeline{last} ({' -> '.join(steps)})"
+    if what:  # LightGBM, but not a binary classifier
+        return UnservableModel(f"{chain}, not a binary classifier: its last step is {what}")
+    return UnservableModel(f"{chain}, not LightGBM")
 
 
 def refuse_unless_lightgbm(qualified_class: str, pipeline_steps: list[str] | None = None) -> None:
