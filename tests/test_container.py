@@ -33,7 +33,11 @@ IMAGE = "localhost/credit-scoring-service:test"
 READY_TIMEOUT_S = 120
 GRACE_S = 30  # podman stop -t: SIGTERM, then SIGKILL after this many seconds
 CLIENTS = 8
-LEAN_BYTES = 1_000_000_000  # BentoML's default apt step (build-essential) alone makes 1.05 GB
+# The image measured 1,016 MB on 2026-12-07 once scikit-learn and skops joined the serving lock
+# (a Pipeline's steps run in the service: about 38 MB installed); below 1 GB before. The bar
+# stays under what BentoML's default apt step (build-essential) alone made, 1.05 GB, so that
+# step still fails it, and test_image_carries_no_c_compiler checks for a compiler directly.
+LEAN_BYTES = 1_050_000_000
 
 
 @dataclass(frozen=True)
