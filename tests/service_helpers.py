@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import bentoml
 import lightgbm as lgb
@@ -10,6 +15,7 @@ import numpy as np
 import pandas as pd
 from bentoml.exceptions import NotFound
 
+from loadtest.processes import ROOT, free_port, running
 from scoring.stored_model.layout import BOOSTER_FILE
 
 
@@ -87,3 +93,21 @@ def names_the_field(body: dict, field: str) -> bool:
         field in [str(part) for part in detail.get("loc", [])] or field in detail.get("msg", "")
         for detail in body.get("detail", [])
     )
+
+
+@contextmanager
+def serving_one_worker(model_tag: str, bentoml_home: Path, log: Path) -> Iterator[str]:
+    """A real `bentoml serve` of `model_tag` with one worker on loopback, until the block
+    ends (stopped by its pid); yields its URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(bentoml_home),
+        "SCORING_MODEL_TAG": model_tag,
+        "SCORING_WORKERS": "1",
+    }
+    command = [sys.executable, "-m", "bentoml", "serve", "service:CreditScoring"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--working-dir", str(ROOT)]
+    url = f"http://127.0.0.1:{port}"
+    with running(command, f"{url}/readyz", log, env=env, timeout_s=120):
+        yield url

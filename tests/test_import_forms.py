@@ -8,7 +8,6 @@ the logged object's own predict_proba."""
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +29,15 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import import_model
-from loadtest.processes import ROOT, free_port, running
 from scoring.importing import errors
 from scoring.stored_model import compiled
 from scoring.stored_model.layout import BOOSTER_FILE, COMPILED_FILE
-from tests.service_helpers import bento_models, code_matrix, served_probabilities
+from tests.service_helpers import (
+    bento_models,
+    code_matrix,
+    served_probabilities,
+    serving_one_worker,
+)
 
 pytestmark = pytest.mark.server
 
@@ -567,18 +570,8 @@ def sklearn_form_server(forms, bentoml_home, tmp_path_factory):
     as env/run.sh imports."""
     assert run_import(forms, "sklearn_skops", "served_sklearn_form", "--compile") == 0
     (tag,) = bento_models("served_sklearn_form")
-    port = free_port()
-    env = {
-        **os.environ,
-        "BENTOML_HOME": str(bentoml_home),
-        "SCORING_MODEL_TAG": tag,
-        "SCORING_WORKERS": "1",
-    }
-    command = [sys.executable, "-m", "bentoml", "serve", "service:CreditScoring"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--working-dir", str(ROOT)]
-    url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("serve-sklearn-form") / "serve.log"
-    with running(command, f"{url}/readyz", log, env=env, timeout_s=120):
+    with serving_one_worker(tag, bentoml_home, log) as url:
         yield url
 
 

@@ -6,8 +6,6 @@ real `bentoml serve` answering on input columns; and the steps that are refused.
 
 from __future__ import annotations
 
-import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,13 +35,12 @@ from sklearn.preprocessing import (
 )
 
 import import_model
-from loadtest.processes import ROOT, free_port, running
 from scoring.core.contract import FeatureSpec
 from scoring.importing import errors
 from scoring.serving.forms.records import application_model
 from scoring.stored_model import compiled
 from scoring.stored_model.layout import PREPROCESSING_FILE
-from tests.service_helpers import bento_models, served_probabilities
+from tests.service_helpers import bento_models, served_probabilities, serving_one_worker
 
 pytestmark = pytest.mark.server
 
@@ -354,18 +351,8 @@ def test_a_pickled_pipeline_still_needs_allow_pickle(capsys, store):
 def pipeline_server(imported, bentoml_home, tmp_path_factory):
     """A real `bentoml serve` of the one-hot pipeline with its compiled forest."""
     key = ("one_hot_skops", compiled.runs_here())
-    port = free_port()
-    env = {
-        **os.environ,
-        "BENTOML_HOME": str(bentoml_home),
-        "SCORING_MODEL_TAG": imported[key],
-        "SCORING_WORKERS": "1",
-    }
-    command = [sys.executable, "-m", "bentoml", "serve", "service:CreditScoring"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--working-dir", str(ROOT)]
-    url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("serve-pipeline") / "serve.log"
-    with running(command, f"{url}/readyz", log, env=env, timeout_s=120):
+    with serving_one_worker(imported[key], bentoml_home, log) as url:
         yield url
 
 
