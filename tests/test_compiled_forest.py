@@ -3,7 +3,9 @@ compilation of real LightGBM models, then served by a real `bentoml serve`."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,8 +18,17 @@ import requests
 import import_model
 from demo_store.mlflow_runs import TINY, build_demo_store
 from loadtest.processes import ROOT, free_port, running
+from scoring.core.contract import FeatureSpec
+from scoring.core.model import ModelCannotServe, ServedModel
+from scoring.serving.forms.records import application_model
 from scoring.stored_model import compiled
-from scoring.stored_model.layout import BOOSTER_FILE, COMPILED_FILE
+from scoring.stored_model.layout import (
+    BOOSTER_FILE,
+    CHECKSUMS_KEY,
+    COMPILED_FILE,
+    PROBE_FILE,
+    file_sha256,
+)
 from tests.service_helpers import code_matrix, reference_probabilities
 
 pytestmark = pytest.mark.skipif(
@@ -81,6 +92,50 @@ def test_compiled_forest_scores_like_the_booster(compiled_model, demo_rows):
     assert np.abs(forest.predict(rows) - expected).max() <= 1e-12
     probes = compiled.probe_rows(booster)
     assert np.abs(forest.predict(probes, num_threads=2) - booster.predict(probes)).max() <= 1e-12
+
+
+def test_the_import_stores_the_probe_rows_it_checked_and_loading_reads_them(
+    compiled_model, monkeypatch
+):
+    model = bentoml.models.get(compiled_model)
+    booster = lgb.Booster(model_file=model.path_of(BOOSTER_FILE))
+    stored = Path(model.path_of(PROBE_FILE))
+    # The rows drawn again from the booster: the stored ones are the same draw, checksummed.
+    np.testing.assert_array_equal(np.load(stored), compiled.probe_rows(booster))
+    assert model.info.metadata[CHECKSUMS_KEY][PROBE_FILE] == file_sha256(stored)
+
+    def no_walk(_booster):
+        raise AssertionError("the stored probe rows were not used")
+
+    monkeypatch.setattr(compiled, "probe_rows", no_walk)  # a spy: loading must not walk
+    probes = compiled.stored_probe_rows(stored, booster)
+    assert probes.shape == (256, booster.num_feature())
+
+
+def test_stored_probe_rows_that_do_not_fit_the_booster_are_drawn_again(compiled_model, tmp_path):
+    booster = lgb.Booster(model_file=bentoml.models.get(compiled_model).path_of(BOOSTER_FILE))
+    wrong = tmp_path / PROBE_FILE
+    compiled.save_probe_rows(np.zeros((4, booster.num_feature() + 1)), wrong)
+    np.testing.assert_array_equal(
+        compiled.stored_probe_rows(wrong, booster), compiled.probe_rows(booster)
+    )
+    absent = tmp_path / "absent.npy"  # a model imported before the rows were stored
+    np.testing.assert_array_equal(
+        compiled.stored_probe_rows(absent, booster), compiled.probe_rows(booster)
+    )
+
+
+def test_altered_probe_rows_stop_the_model_from_loading(compiled_model, tmp_path):
+    model = bentoml.models.get(compiled_model)
+    copy = tmp_path / "model"
+    shutil.copytree(model.path, copy)
+    probes = np.load(copy / PROBE_FILE)
+    compiled.save_probe_rows(probes[:10], copy / PROBE_FILE)  # e.g. rows that miss a branch
+    altered = bentoml.models.Model.from_path(str(copy))
+    spec = FeatureSpec.from_metadata(altered.info.metadata["features"])
+    example = json.loads(altered.info.metadata["input_example_json"])
+    with pytest.raises(ModelCannotServe, match=f"{PROBE_FILE} differs from what was imported"):
+        ServedModel.load(altered, spec, application_model(spec, example, "refuse"), example)
 
 
 def test_values_in_lightgbms_zero_band_are_scored_by_the_booster(tmp_path):

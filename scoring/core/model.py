@@ -29,6 +29,7 @@ from scoring.stored_model.layout import (
     CHECKSUMS_KEY,
     COMPILED_FILE,
     PREPROCESSING_FILE,
+    PROBE_FILE,
     file_sha256,
 )
 from scoring.stored_model.pipeline_steps import PIPELINE_KEY
@@ -159,7 +160,8 @@ def _scorer(model_dir: Path, booster: lgb.Booster) -> tuple[Any, str]:
         )
     try:
         forest = compiled.load_forest(model_dir / BOOSTER_FILE, compiled_file, booster)
-        compiled.check_matches_booster(forest, booster, compiled.probe_rows(booster))
+        probes = compiled.stored_probe_rows(model_dir / PROBE_FILE, booster)
+        compiled.check_matches_booster(forest, booster, probes)
     except (RuntimeError, OSError) as error:
         reason = str(error).splitlines()[0][:200]
         raise ModelCannotServe(f"its compiled forest cannot be used ({reason})") from None

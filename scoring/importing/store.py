@@ -14,7 +14,13 @@ from bentoml.exceptions import NotFound
 from scoring.importing.booster_contract import SIGNATURE
 from scoring.importing.errors import UnservableModel
 from scoring.stored_model import compiled as compiled_forest
-from scoring.stored_model.layout import BOOSTER_FILE, CHECKSUMS_KEY, COMPILED_FILE, file_sha256
+from scoring.stored_model.layout import (
+    BOOSTER_FILE,
+    CHECKSUMS_KEY,
+    COMPILED_FILE,
+    PROBE_FILE,
+    file_sha256,
+)
 
 
 def bento_tag(
@@ -67,12 +73,14 @@ def save_booster(
         booster_file = Path(model.path_of(BOOSTER_FILE))
         booster.save_model(booster_file)
         if compile_forest:
-            _compile_and_check(booster_file, Path(model.path_of(COMPILED_FILE)))
+            _compile_and_check(
+                booster_file, Path(model.path_of(COMPILED_FILE)), Path(model.path_of(PROBE_FILE))
+            )
         for name, content in (files or {}).items():
             Path(model.path_of(name)).write_bytes(content)
         written = [
             name
-            for name in (BOOSTER_FILE, COMPILED_FILE, *(files or {}))
+            for name in (BOOSTER_FILE, COMPILED_FILE, PROBE_FILE, *(files or {}))
             if Path(model.path_of(name)).exists()
         ]
         model.info.metadata[CHECKSUMS_KEY] = {
@@ -81,11 +89,13 @@ def save_booster(
     return bentoml.models.get(tag)
 
 
-def _compile_and_check(booster_file: Path, out: Path) -> None:
+def _compile_and_check(booster_file: Path, out: Path, probe_file: Path) -> None:
     try:
         compiled_forest.compile_forest(booster_file, out)
         saved = lgb.Booster(model_file=str(booster_file))
         forest = compiled_forest.load_forest(booster_file, out, saved)
-        compiled_forest.check_matches_booster(forest, saved, compiled_forest.probe_rows(saved))
+        probes = compiled_forest.probe_rows(saved)
+        compiled_forest.check_matches_booster(forest, saved, probes)
+        compiled_forest.save_probe_rows(probes, probe_file)
     except (RuntimeError, OSError) as error:
         raise UnservableModel(f"--compile failed: {error}") from error

@@ -91,6 +91,21 @@ def check_matches_booster(forest: CompiledForest, booster: lgb.Booster, rows: np
     return difference
 
 
+def save_probe_rows(rows: np.ndarray, path: Path) -> None:
+    np.save(path, rows, allow_pickle=False)
+
+
+def stored_probe_rows(path: Path, booster: lgb.Booster) -> np.ndarray:
+    """The probe rows the import drew and stored (its checksum checked with the model's other
+    files), or drawn again when the model was imported before they were stored or they do not
+    fit this booster."""
+    if path.exists():
+        rows = np.load(path, allow_pickle=False)
+        if rows.dtype == np.float64 and rows.ndim == 2 and rows.shape[1] == booster.num_feature():
+            return rows
+    return probe_rows(booster)
+
+
 def probe_rows(booster: lgb.Booster, n_rows: int = 256, seed: int = 0) -> np.ndarray:
     """Rows that walk both sides of the splits: each numeric feature drawn from the model's own
     split thresholds (just below, at, just above), each categorical one from the categories its

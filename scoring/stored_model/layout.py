@@ -9,6 +9,11 @@ from pathlib import Path
 BOOSTER_FILE = "model.txt"
 # The forest compiled to machine code by lleaves (import_model.py --compile), when present.
 COMPILED_FILE = "forest.o"
+# Beside it, the rows the compiled forest is checked against the booster on (compiled.probe_rows,
+# float64, NumPy's format, read without pickle): drawn at import, so a worker that loads the
+# model does not walk every tree again (0.85 s of a Spark worker's 1.4 s load, measured on the
+# full-size model 2026-12-07).
+PROBE_FILE = "forest_probe.npy"
 # Metadata key: each model file's SHA-256 at import, checked before the service loads it (a
 # truncated model.txt can crash LightGBM's parser outright instead of raising an error).
 CHECKSUMS_KEY = "file_sha256"
