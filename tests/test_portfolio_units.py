@@ -115,6 +115,29 @@ def test_the_direct_path_cuts_row_groups_into_bounded_splits_and_types_columns_a
     assert opened.schema["JOB"].dataType == spark_types.StringType()  # dictionary text is text
 
 
+def test_the_direct_reader_hands_dictionary_text_over_as_text_and_leaves_the_rest(tmp_path):
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from scoring.portfolio.direct import Reading, read_split
+    from scoring.portfolio.parquet_input import Split
+
+    table = pa.table(
+        {
+            "id": pa.array(range(5), pa.int64()),
+            "AMOUNT": pa.array([0.5, None, 2.0, 3.0, 4.0]),
+            "JOB": pa.array(["a", "b", None, "a", "b"]).dictionary_encode(),
+        }
+    )
+    pq.write_table(table, tmp_path / "part-0.parquet")  # pandas categories are written so
+    schema = pa.schema([("id", pa.int64()), ("JOB", pa.string()), ("AMOUNT", pa.float64())])
+    split = Split(0, str(tmp_path / "part-0.parquet"), (0,), 5)
+    (read,) = read_split(split, Reading(pafs.LocalFileSystem(), schema))
+    assert read.schema == schema  # in the reading's order, typed as Spark's reader types them
+    assert read.column("JOB").to_pylist() == ["a", "b", None, "a", "b"]
+    assert read.column("AMOUNT").to_pylist() == [0.5, None, 2.0, 3.0, 4.0]
+
+
 @pytest.mark.parametrize(
     ("make", "why"),
     [

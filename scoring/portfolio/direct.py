@@ -84,10 +84,19 @@ def read_split(split: Split, reading: Reading) -> Iterator[pa.RecordBatch]:
             columns=columns,
             use_threads=False,
         ):
-            batch = batch.select(columns)
-            if batch.schema.types != reading.schema.types:  # e.g. dictionary-encoded text
-                batch = batch.cast(reading.schema)
-            yield batch
+            yield _as_read(batch.select(columns), reading.schema)
+
+
+def _as_read(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """The batch typed as Spark's reader types it (dictionary-encoded text as plain text):
+    only the columns whose type differs are cast (a whole-batch cast copies all 190)."""
+    if batch.schema.types == schema.types:
+        return batch
+    arrays = [
+        column if column.type == kind else column.cast(kind)
+        for column, kind in zip(batch.columns, schema.types, strict=True)
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 class _Names:
