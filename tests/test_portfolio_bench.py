@@ -36,3 +36,15 @@ def test_the_bench_measures_the_job_and_the_ceiling_with_their_memory(
     assert job["peak_mb"]["python_workers_mb"] > 50
     ceiling = portfolio_bench.child("ceiling", args, env)
     assert ceiling["rows_per_s"] > job["rows_per_s"]
+
+
+def test_two_sizes_give_the_jobs_fixed_cost_and_its_marginal_rate():
+    # 1M rows in 24 s and 3M in 56 s: 62,500 rows/s once running, after 8 s of fixed cost.
+    split = portfolio_bench.fixed_and_marginal(1_000_000, 24.0, 3_000_000, 56.0)
+    assert split.rows_per_s == pytest.approx(62_500)
+    assert split.fixed_s == pytest.approx(8.0)
+    # End to end, N / (8 + N / 62,500) = 50,000 rows/s at N = 2,000,000.
+    assert split.rows_reaching(50_000) == pytest.approx(2_000_000)
+    assert split.rows_reaching(62_500) is None  # the marginal rate is never exceeded
+    with pytest.raises(ValueError, match="more rows"):
+        portfolio_bench.fixed_and_marginal(1_000_000, 24.0, 1_000_000, 30.0)
