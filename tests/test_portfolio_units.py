@@ -161,3 +161,35 @@ def pq_write(path, ids: pa.Array) -> None:
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"id": ids}), path)
+
+
+def test_reading_ahead_keeps_the_order_raises_in_order_and_stops_when_the_caller_does():
+    import threading
+
+    from scoring.portfolio.direct import read_ahead
+
+    assert list(read_ahead(iter(range(5)))) == [0, 1, 2, 3, 4]
+    assert list(read_ahead(iter([]))) == []
+
+    def failing():
+        yield 1
+        raise OSError("disk gone")
+
+    ahead = read_ahead(failing())
+    assert next(ahead) == 1  # the error comes after the batches read before it
+    with pytest.raises(OSError, match="disk gone"):
+        next(ahead)
+
+    produced, readers = [], set()
+
+    def counted():
+        for i in range(100):
+            readers.add(threading.current_thread().name)
+            produced.append(i)
+            yield i
+
+    ahead = read_ahead(counted())
+    assert next(ahead) == 0
+    ahead.close()
+    assert produced == [0, 1]  # one batch read ahead, none after the caller stopped
+    assert all(name.startswith("read-ahead") for name in readers)  # read off the caller's thread

@@ -13,9 +13,12 @@ Spark's writer leaves them) and the two `_SUCCESS` markers."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -31,6 +34,8 @@ from scoring.portfolio.plan import ERROR_COLUMN, FIELD_COLUMN, Plan
 BATCH_ROWS = 10_000
 TEMPORARY = "_temporary"
 SUCCESS = "_SUCCESS"
+T = TypeVar("T")
+_END: Any = object()  # what `next` returns past the last batch
 
 
 @dataclass(frozen=True)
@@ -75,16 +80,34 @@ def quarantine_schema(plan: Plan) -> pa.Schema:
 
 
 def read_split(split: Split, reading: Reading) -> Iterator[pa.RecordBatch]:
+    """The split's batches, each read while the one before it is scored (`read_ahead`)."""
     columns = reading.schema.names
     with reading.filesystem.open_input_file(split.path) as source:
         parquet = pq.ParquetFile(source)
-        for batch in parquet.iter_batches(
+        batches = parquet.iter_batches(
             batch_size=BATCH_ROWS,
             row_groups=list(split.row_groups),
             columns=columns,
             use_threads=False,
-        ):
-            yield _as_read(batch.select(columns), reading.schema)
+        )
+        # Closed before the file is: a batch still being read is waited for, not cut off.
+        with contextlib.closing(read_ahead(batches)) as ahead:
+            for batch in ahead:
+                yield _as_read(batch.select(columns), reading.schema)
+
+
+def read_ahead(batches: Iterator[T]) -> Iterator[T]:
+    """`batches`, the next one read on a thread while the caller works on this one: a read
+    that waits for the disk (measured on this VM: a 50,000-row group in 0.1 s from the page
+    cache, up to 0.9 s from disk) then waits while the forest scores, which takes about 1.3 s
+    for those rows. pyarrow releases the GIL while it reads. One batch ahead, so the memory is
+    one more batch; a reader's error is raised here, in order."""
+    iterator = iter(batches)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as pool:
+        pending = pool.submit(next, iterator, _END)
+        while (item := pending.result()) is not _END:
+            pending = pool.submit(next, iterator, _END)
+            yield item
 
 
 def _as_read(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
