@@ -196,6 +196,30 @@ def test_a_job_that_fails_midway_leaves_no_output(spark, portfolio, tmp_path, ca
     assert sorted(p.name for p in tmp_path.iterdir()) == ["book"]  # no output, no staging
 
 
+def test_a_direct_path_job_whose_data_breaks_midway_leaves_no_output(
+    spark, portfolio, tmp_path, capsys
+):
+    """The second of two files has a sound footer (the driver plans the direct path with it)
+    and a broken data page: its task fails after the first file's task has written its parts."""
+    book = tmp_path / "book"
+    book.mkdir()
+    table = pq.read_table(portfolio["path"]).slice(0, 20)
+    pq.write_table(table.slice(0, 10), book / "part-0.parquet")
+    broken = book / "part-1.parquet"
+    pq.write_table(table.slice(10, 10), broken)
+    data = bytearray(broken.read_bytes())
+    data[4:68] = b"\xff" * 64  # the first page header, right after the magic bytes
+    broken.write_bytes(bytes(data))
+    assert pq.ParquetFile(broken).metadata.num_rows == 10  # the footer still reads
+    out = tmp_path / "out"
+    code = cli.main(["--input", str(book), "--output", str(out), "--id-column", ID], spark=spark)
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "the job failed, nothing written" in err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["book"]  # no output, no staging
+
+
 def test_a_csv_portfolio_scores_as_the_parquet_one_and_quarantines_a_line_that_does_not_parse(
     spark, portfolio, scored, tmp_path
 ):
