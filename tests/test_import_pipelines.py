@@ -6,6 +6,7 @@ real `bentoml serve` answering on input columns; and the steps that are refused.
 
 from __future__ import annotations
 
+import io
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import lightgbm as lgb
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import requests
 from mlflow.models import infer_signature
@@ -35,11 +37,15 @@ from sklearn.preprocessing import (
 )
 
 import import_model
+from loadtest.payloads import arrow_stream
 from scoring.core.contract import FeatureSpec
 from scoring.importing import errors
+from scoring.serving.edge.arrow_route import PATH as ARROW_PATH
+from scoring.serving.forms.arrow_stream import ARROW_STREAM
 from scoring.serving.forms.records import application_model
 from scoring.stored_model import compiled
 from scoring.stored_model.layout import PREPROCESSING_FILE
+from tests.portfolio_spark import needs_java, read_output, shared_session, write_portfolio
 from tests.service_helpers import bento_models, served_probabilities, serving_one_worker
 
 pytestmark = pytest.mark.server
@@ -54,6 +60,7 @@ LGBM_SKOPS_TYPES = [
     "lightgbm.sklearn.LGBMClassifier",
     "numpy.dtype",
 ]
+PORTFOLIO_ID = "application_id"
 SMALL = {"n_estimators": 8, "num_leaves": 6, "min_child_samples": 5, "verbose": -1}
 
 
@@ -400,3 +407,52 @@ def test_a_served_pipeline_refuses_an_unseen_category_and_says_what_it_is(store,
     version = requests.get(f"{pipeline_server}/version", timeout=30).json()
     assert version["pipeline"] == "ColumnTransformer -> LGBMClassifier"
     assert version["predictor"].startswith("pipeline, then ")
+
+
+@needs_java
+@pytest.mark.timeout(600)
+def test_the_portfolio_job_scores_a_pipeline_as_the_service_does(
+    store, imported, pipeline_server, tmp_path
+):
+    """The served pipeline through the Spark job (local[2]) on its input columns, text as text:
+    the pipeline's own probabilities, the service's reasons byte for byte, and a row with a
+    category the encoder never saw quarantined with the service's message."""
+    from scoring.portfolio import cli
+
+    rows = records(store.rows)
+    rows[5] = {**rows[5], INCOME: "Astronaut"}
+    good = [i for i in range(len(rows)) if i != 5]
+    book = write_portfolio(tmp_path / "book.parquet", rows, list(range(len(rows))))
+    out = tmp_path / "out"
+    model = imported[("one_hot_skops", compiled.runs_here())]
+    args = ["--input", str(book), "--output", str(out), "--model", model, "--reasons", "4"]
+    assert cli.main([*args, "--id-column", PORTFOLIO_ID], spark=shared_session()) == 0
+    output = read_output(out)
+    assert output[PORTFOLIO_ID].tolist() == good
+    np.testing.assert_allclose(
+        output.probability_of_default, expected(store, "one_hot_skops")[good], rtol=0, atol=1e-9
+    )
+    upload = tmp_path / "good.parquet"
+    store.rows.drop(index=5).to_parquet(upload, index=False)
+    answer = requests.post(
+        f"{pipeline_server}/predict_file",
+        files={"file": (upload.name, upload.read_bytes())},
+        data={"reasons": "true"},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    served = pd.read_parquet(io.BytesIO(answer.content))
+    assert output.decision.tolist() == served.decision.tolist()
+    assert output.reasons.tolist() == served.reasons.tolist()
+    assert any(output.reasons.notna())
+    alone = pq.read_table(book).slice(5, 1).drop_columns([PORTFOLIO_ID])
+    refused = requests.post(
+        f"{pipeline_server}{ARROW_PATH}",
+        data=arrow_stream(alone),
+        headers={"content-type": ARROW_STREAM},
+        timeout=60,
+    )
+    assert refused.status_code == 400, refused.text
+    refusal = refused.json()
+    quarantine = pq.read_table(out / "_quarantine").to_pylist()
+    assert quarantine == [{PORTFOLIO_ID: 5, "field": refusal["field"], "error": refusal["error"]}]
