@@ -59,8 +59,21 @@ class Peak:
     python_workers_mb: float = 0.0  # the executors' Python processes, summed
 
 
-def _tree(root: int) -> list[tuple[int, str, float]]:
-    """(pid, command line, RSS MB) of `root` and its descendants, from /proc."""
+@dataclass(frozen=True)
+class CpuSeconds:
+    """CPU time (user + system) each group of a variant's processes spent, start to end: where
+    two cores' time went. Read every 0.2 s, so a process's last 0.2 s before it ends is missed."""
+
+    driver_python_s: float = 0.0
+    jvm_s: float = 0.0
+    python_workers_s: float = 0.0
+
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def _tree(root: int) -> list[tuple[int, str, float, float]]:
+    """(pid, command line, RSS MB, CPU seconds) of `root` and its descendants, from /proc."""
     parents, info = {}, {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -70,11 +83,14 @@ def _tree(root: int) -> list[tuple[int, str, float]]:
                 line.split(":", 1) for line in (entry / "status").read_text().splitlines()
             )
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
-        except (OSError, ValueError):
+            # After the command's closing parenthesis: state is field 0, utime 11, stime 12.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError, IndexError):
             continue
         pid = int(entry.name)
         parents[pid] = int(status.get("PPid", "0").strip())
-        info[pid] = (command, int(status.get("VmRSS", "0 kB").split()[0]) / 1024)
+        rss = int(status.get("VmRSS", "0 kB").split()[0]) / 1024
+        info[pid] = (command, rss, (int(fields[11]) + int(fields[12])) / TICKS_PER_S)
     found, frontier = [], [root]
     while frontier:
         pid = frontier.pop()
@@ -84,26 +100,35 @@ def _tree(root: int) -> list[tuple[int, str, float]]:
     return found
 
 
+def _group(pid: int, root: int, command: str) -> str:
+    if pid == root:
+        return "driver"
+    if "java" in command.split(" ")[0]:
+        return "jvm"
+    return "workers" if "pyspark" in command or "python" in command else "other"
+
+
 class PeakSampler:
+    """Peak RSS and CPU seconds of a process tree, by group: the driver's Python (the root),
+    the JVM, Spark's Python workers (the other Python processes)."""
+
     def __init__(self, pid: int) -> None:
         self.pid, self.peak, self._stop = pid, Peak(), threading.Event()
+        self._cpu: dict[int, tuple[str, float]] = {}  # pid -> (group, CPU seconds last read)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            driver = jvm = workers = 0.0
-            for pid, command, mb in _tree(self.pid):
-                if pid == self.pid:
-                    driver = mb
-                elif "java" in command.split(" ")[0]:
-                    jvm += mb
-                elif "pyspark" in command or "python" in command:
-                    workers += mb
+            memory = {"driver": 0.0, "jvm": 0.0, "workers": 0.0, "other": 0.0}
+            for pid, command, mb, cpu in _tree(self.pid):
+                group = _group(pid, self.pid, command)
+                memory[group] += mb
+                self._cpu[pid] = (group, cpu)
             self.peak = Peak(
-                max(self.peak.driver_python_mb, driver),
-                max(self.peak.jvm_mb, jvm),
-                max(self.peak.python_workers_mb, workers),
+                max(self.peak.driver_python_mb, memory["driver"]),
+                max(self.peak.jvm_mb, memory["jvm"]),
+                max(self.peak.python_workers_mb, memory["workers"]),
             )
             time.sleep(0.2)
 
@@ -111,6 +136,12 @@ class PeakSampler:
         self._stop.set()
         self._thread.join()
         return self.peak
+
+    def cpu_seconds(self) -> CpuSeconds:
+        spent = {"driver": 0.0, "jvm": 0.0, "workers": 0.0, "other": 0.0}
+        for group, cpu in self._cpu.values():
+            spent[group] += cpu
+        return CpuSeconds(*(round(spent[g], 1) for g in ("driver", "jvm", "workers")))
 
 
 @dataclass(frozen=True)
@@ -369,7 +400,13 @@ def child(name: str, argv: list[str], env: dict[str, str]) -> dict[str, Any]:
     result = json.loads(out.strip().splitlines()[-1])
     if "rows_per_s" not in result:
         result["rows_per_s"] = result["rows"] / result["seconds"]
-    return {**result, "wall_s": time.perf_counter() - started, "peak_mb": asdict(peak)}
+    cpu = asdict(sampler.cpu_seconds())
+    return {
+        **result,
+        "wall_s": time.perf_counter() - started,
+        "peak_mb": asdict(peak),
+        "cpu_s": cpu,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -444,6 +481,7 @@ def report_of(
         name: {
             "rows_per_s": round(r) if r else None,
             "peak_mb": results[name].get("peak_mb"),
+            "cpu_s": results[name].get("cpu_s"),
             "error": results[name].get("error"),
         }
         for name, r in rate.items()

@@ -1,6 +1,6 @@
 """A smoke run of loadtest/portfolio_bench.py at tiny size, on the session's demo model: the
-job's and the ceiling's child processes run, report rows/s, and the job's peak memory is
-measured in the JVM and in Spark's Python workers (the full run is `python -m
+job's and the ceiling's child processes run, report rows/s, and the job's peak memory and CPU
+time are measured in the JVM and in Spark's Python workers (the full run is `python -m
 loadtest.portfolio_bench`, minutes on the full-size model)."""
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ def test_the_bench_measures_the_job_and_the_ceiling_with_their_memory(
     assert job["reader"].startswith("pyarrow in each task")
     assert job["peak_mb"]["jvm_mb"] > 100
     assert job["peak_mb"]["python_workers_mb"] > 50
+    # Where the cores' time went: the JVM started, and the Python workers scored the rows.
+    assert job["cpu_s"]["jvm_s"] > 1
+    assert job["cpu_s"]["python_workers_s"] > 0.5
     ceiling = portfolio_bench.child("ceiling", args, env)
     assert ceiling["rows_per_s"] > job["rows_per_s"]
 
