@@ -59,6 +59,9 @@ class Peak:
     python_workers_mb: float = 0.0  # the executors' Python processes, summed
 
 
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
 @dataclass(frozen=True)
 class CpuSeconds:
     """CPU time (user + system) each group of a variant's processes spent, start to end: where
@@ -67,9 +70,17 @@ class CpuSeconds:
     driver_python_s: float = 0.0
     jvm_s: float = 0.0
     python_workers_s: float = 0.0
+    # The whole machine's busy time over the same span (/proc/stat): the groups' sum should be
+    # most of it when nothing else runs; far less means a group was missed.
+    machine_busy_s: float = 0.0
 
 
-TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+def machine_busy_s() -> float:
+    """Busy CPU seconds of all cores since boot: user, nice, system, irq, softirq, steal."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return (user + nice + system + irq + softirq + steal) / TICKS_PER_S
 
 
 def _tree(root: int) -> list[tuple[int, str, float, float]]:
@@ -114,7 +125,8 @@ class PeakSampler:
 
     def __init__(self, pid: int) -> None:
         self.pid, self.peak, self._stop = pid, Peak(), threading.Event()
-        self._cpu: dict[int, tuple[str, float]] = {}  # pid -> (group, CPU seconds last read)
+        self._cpu: dict[int, tuple[str, float]] = {}  # pid -> (group, most CPU seconds read)
+        self._busy_at_start = machine_busy_s()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -124,7 +136,7 @@ class PeakSampler:
             for pid, command, mb, cpu in _tree(self.pid):
                 group = _group(pid, self.pid, command)
                 memory[group] += mb
-                self._cpu[pid] = (group, cpu)
+                self._cpu[pid] = (group, max(cpu, self._cpu.get(pid, (group, 0.0))[1]))
             self.peak = Peak(
                 max(self.peak.driver_python_mb, memory["driver"]),
                 max(self.peak.jvm_mb, memory["jvm"]),
@@ -135,13 +147,15 @@ class PeakSampler:
     def stop(self) -> Peak:
         self._stop.set()
         self._thread.join()
+        self._busy = machine_busy_s() - self._busy_at_start
         return self.peak
 
     def cpu_seconds(self) -> CpuSeconds:
         spent = {"driver": 0.0, "jvm": 0.0, "workers": 0.0, "other": 0.0}
         for group, cpu in self._cpu.values():
             spent[group] += cpu
-        return CpuSeconds(*(round(spent[g], 1) for g in ("driver", "jvm", "workers")))
+        groups = (round(spent[g], 1) for g in ("driver", "jvm", "workers"))
+        return CpuSeconds(*groups, machine_busy_s=round(self._busy, 1))
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ def test_the_bench_measures_the_job_and_the_ceiling_with_their_memory(
     # Where the cores' time went: the JVM started, and the Python workers scored the rows.
     assert job["cpu_s"]["jvm_s"] > 1
     assert job["cpu_s"]["python_workers_s"] > 0.5
+    groups = sum(v for k, v in job["cpu_s"].items() if k != "machine_busy_s")
+    assert groups <= job["cpu_s"]["machine_busy_s"] + 0.5  # a part of the machine's busy time
     ceiling = portfolio_bench.child("ceiling", args, env)
     assert ceiling["rows_per_s"] > job["rows_per_s"]
 
