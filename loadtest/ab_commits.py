@@ -118,19 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             port = free_port()
             tree = trees[side]
             server_env = {**env, "PYTHONPATH": str(tree), "SCORING_MODEL_TAG": tags["compiled"]}
-            command = [
-                sys.executable,
-                "-m",
-                "bentoml",
-                "serve",
-                "service:CreditScoring",
-                "--working-dir",
-                str(tree),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ]
+            command = [sys.executable, "-m", "bentoml", "serve", "service:CreditScoring"]
+            command += ["--working-dir", str(tree), "--host", "127.0.0.1", "--port", str(port)]
             log = work / f"{index}-{side}-{commits[side]}.log"
             with running(
                 command, f"http://127.0.0.1:{port}/readyz", log, env=server_env, timeout_s=240

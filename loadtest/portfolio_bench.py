@@ -126,7 +126,7 @@ class PeakSampler:
     def __init__(self, pid: int) -> None:
         self.pid, self.peak, self._stop = pid, Peak(), threading.Event()
         self._cpu: dict[int, tuple[str, float]] = {}  # pid -> (group, most CPU seconds read)
-        self._busy_at_start = machine_busy_s()
+        self._busy_at_start, self._busy = machine_busy_s(), 0.0  # _busy: set by stop()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
